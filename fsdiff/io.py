@@ -1,0 +1,212 @@
+"""Plain-data input/output: atomic writes, checkpoints, JSON/CSV metrics, a small TOML writer.
+
+Checkpoints are dictionaries of plain data only (numbers, strings, lists, dicts, tensors)::
+
+    {format_version, config, model: {spec, state_dict}, ema, optimizer, step, rng, metrics}
+
+They are written atomically (temporary file in the same directory, then ``os.replace``) and
+read with ``torch.load(weights_only=True)``, so loading never executes pickled code.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
+    "CheckpointError",
+    "atomic_write",
+    "save_checkpoint",
+    "load_checkpoint",
+    "write_json",
+    "read_json",
+    "write_csv",
+    "dumps_toml",
+    "write_toml",
+]
+
+#: Version of the checkpoint layout written by :func:`save_checkpoint`.
+CHECKPOINT_FORMAT_VERSION = 1
+_REQUIRED_KEYS = ("format_version", "config", "model", "step")
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable fsdiff checkpoint."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True) -> Path:
+    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it into place.
+
+    Nothing is left half-written: on any exception the temporary file is removed and ``path``
+    keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+# ------------------------------------------------------------------ checkpoints
+def save_checkpoint(path: str | os.PathLike, ckpt: Mapping[str, Any]) -> Path:
+    """Write a checkpoint dictionary atomically; ``format_version`` is filled in if absent."""
+    missing = [k for k in _REQUIRED_KEYS if k != "format_version" and k not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint is missing keys {missing}")
+    data = dict(ckpt)
+    data.setdefault("format_version", CHECKPOINT_FORMAT_VERSION)
+    buf = _io.BytesIO()
+    torch.save(data, buf)  # serialise fully before touching the file system
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Raises :class:`CheckpointError` (a ``ValueError``) naming the file if it is missing, is not
+    a torch file, holds non-plain objects, or lacks the fsdiff checkpoint keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means "not an fsdiff checkpoint"
+        raise CheckpointError(f"{path} is not an fsdiff checkpoint (torch.load failed: {type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or any(k not in data for k in _REQUIRED_KEYS):
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{path} is not an fsdiff checkpoint: expected keys {list(_REQUIRED_KEYS)}, found {keys}")
+    version = data["format_version"]
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint format_version {version!r} (this fsdiff reads <= {CHECKPOINT_FORMAT_VERSION})")
+    model = data["model"]
+    if not isinstance(model, dict) or "spec" not in model or "state_dict" not in model:
+        raise CheckpointError(f"{path}: checkpoint 'model' entry must hold 'spec' and 'state_dict'")
+    return data
+
+
+# ------------------------------------------------------------------ JSON / CSV
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} as JSON")
+
+
+def _clean(o: Any) -> Any:
+    """Replace non-finite floats by None (JSON has no NaN)."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Atomically write ``data`` as indented JSON (non-finite floats become ``null``)."""
+    text = json.dumps(_clean(data), indent=2, default=_json_default, allow_nan=False)
+    return atomic_write(path, lambda f: f.write(text + "\n"), binary=False)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None) -> Path:
+    """Atomically write rows of dicts; columns default to the union of keys in first-seen order."""
+    rows = list(rows)
+    if columns is None:
+        columns = []
+        for r in rows:
+            columns.extend(k for k in r if k not in columns)
+
+    def write(f):
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in columns})
+
+    return atomic_write(path, write, binary=False)
+
+
+# ------------------------------------------------------------------ TOML
+def _toml_key(k: str) -> str:
+    k = str(k)
+    if k and all(c.isalnum() or c in "-_" for c in k):
+        return k
+    return json.dumps(k)
+
+
+def _toml_value(v: Any, where: str) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x, f"{where}[{i}]") for i, x in enumerate(v)) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x, f'{where}.{k}')}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {where} of type {type(v).__name__} as TOML")
+
+
+def dumps_toml(data: Mapping[str, Any]) -> str:
+    """Serialise a nested dict of plain data to TOML (tables for dicts; inline tables inside lists).
+
+    ``None`` values are omitted (TOML has no null). ``tomllib.loads(dumps_toml(d))`` gives ``d`` back.
+    """
+    lines: list[str] = []
+
+    def table(d: Mapping[str, Any], prefix: str) -> None:
+        scalars = [(k, v) for k, v in d.items() if v is not None and not isinstance(v, Mapping)]
+        subs = [(k, v) for k, v in d.items() if isinstance(v, Mapping)]
+        if prefix and (scalars or not subs):
+            lines.append(f"[{prefix}]")
+        for k, v in scalars:
+            lines.append(f"{_toml_key(k)} = {_toml_value(v, f'{prefix}.{k}' if prefix else str(k))}")
+        if scalars:
+            lines.append("")
+        for k, v in subs:
+            table(v, f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k))
+
+    table(data, "")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_toml(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+    """Atomically write a nested dict as TOML (see :func:`dumps_toml`)."""
+    text = dumps_toml(data)
+    return atomic_write(path, lambda f: f.write(text), binary=False)

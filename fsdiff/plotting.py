@@ -1,0 +1,99 @@
+"""Figures (matplotlib, Agg backend), written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .grid import Grid  # noqa: E402
+
+__all__ = ["save_figure", "field_panels", "plot_field"]
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save ``fig`` to ``path`` atomically (temp file in the same folder, then rename) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def plot_field(ax, u: torch.Tensor, grid: Grid, title: str = "", vmin=None, vmax=None, cmap: str = "RdBu_r"):
+    """Draw one function: 2-D ``(H, W)`` as an image over the physical domain, 1-D ``(N,)`` as a curve."""
+    u = u.detach().cpu().double()
+    if grid.ndim == 1:
+        ax.plot(grid.coords[0].numpy(), u.numpy(), lw=1)
+        ax.set_xlim(0, grid.length[0])
+    else:
+        if grid.ndim == 3:
+            u = u[..., 0]
+        extent = (0, grid.length[1], 0, grid.length[0])
+        ax.imshow(u.numpy(), origin="lower", extent=extent, vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def field_panels(
+    rows: Sequence[tuple[str, Sequence[tuple[str, torch.Tensor, Grid]]]],
+    shared_color: bool = True,
+    cmap: str = "RdBu_r",
+    panel_size: float = 2.2,
+):
+    """A figure with one row per entry ``(row_label, [(title, field, grid), ...])``.
+
+    Fields are single functions ``(*grid.shape)``. With ``shared_color`` each row uses one
+    symmetric colour range, so the same function at several resolutions looks the same.
+    """
+    n_rows = len(rows)
+    n_cols = max(len(r[1]) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_size * n_cols, panel_size * n_rows), squeeze=False)
+    for i, (label, panels) in enumerate(rows):
+        lim = max(float(f.abs().max()) for _, f, _ in panels) if shared_color else None
+        for j, (title, field, grid) in enumerate(panels):
+            vmin, vmax = (-lim, lim) if lim is not None else (None, None)
+            plot_field(axes[i, j], field, grid, title, vmin, vmax, cmap)
+        for j in range(len(panels), n_cols):
+            axes[i, j].axis("off")
+        axes[i, 0].set_ylabel(label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def line_plot(x: dict[str, np.ndarray], y: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str = "",
+              logx: bool = False, logy: bool = False, ax=None):
+    """Several named curves on one axis; returns the figure."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for name in y:
+        ax.plot(x[name], y[name], marker="o", ms=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig if fig is not None else ax.figure
