@@ -1,0 +1,35 @@
+"""Function data sets: MNIST / Fashion-MNIST readers and synthetic fields with ground truth.
+
+Every data set keeps one protocol (see :mod:`fsdiff.data.dataset`): ``channels``,
+``sample(grid, n, generator)``, ``materialize(grid, n, seed)``, ``to_dict()`` and
+:func:`dataset_from_dict`.
+"""
+
+from .dataset import MNIST, FunctionDataset, dataset_from_dict
+from .mnist import (
+    DATA_ENV_VAR,
+    MNIST_GRID,
+    data_root,
+    download_mnist,
+    load_mnist,
+    mnist_on_grid,
+    read_idx,
+    verify_file,
+)
+from .synthetic import (
+    DarcyFlow,
+    GaussianRandomField,
+    LogNormalField,
+    ThresholdedField,
+    band_limited_sample,
+    darcy_forcing,
+    solve_darcy,
+)
+
+__all__ = [
+    "FunctionDataset", "MNIST", "dataset_from_dict",
+    "DATA_ENV_VAR", "MNIST_GRID", "data_root", "download_mnist", "load_mnist", "mnist_on_grid",
+    "read_idx", "verify_file",
+    "GaussianRandomField", "LogNormalField", "ThresholdedField", "DarcyFlow",
+    "band_limited_sample", "darcy_forcing", "solve_darcy",
+]
