@@ -26,6 +26,7 @@ combined with ``+`` (sums) and ``*`` by a positive number (scalings).
 
 from __future__ import annotations
 
+import json
 import math
 from functools import lru_cache
 from typing import Sequence
@@ -121,13 +122,22 @@ class _SamplePlan:
         self.mirror_flat = torch.from_numpy((((-kk[on_plane]) % np.array(grid.shape)) * strides).sum(1))
         self.is_zero = torch.from_numpy(np.all(kk == 0, axis=1))
         self.n_rfft = int(np.prod(shape))
+        # square-ish grids keep every drawn mode: then the shell-ordered draws need no gather
+        self.keep_all = bool(inside.all())
+        # rfft entries not written by the scatter (dropped Nyquist modes): zeroed explicitly,
+        # so the spectrum buffer need not be zero-filled as a whole
+        filled = np.zeros(self.n_rfft, dtype=bool)
+        filled[self.flat.numpy()] = True
+        filled[self.mirror_flat.numpy()] = True
+        self.unfilled = torch.from_numpy(np.nonzero(~filled)[0])
         self._device_cache: dict = {}
+        self._scale_cache: dict = {}
 
     def indices(self, device: torch.device):
         key = str(device)
         if key not in self._device_cache:
             self._device_cache[key] = tuple(
-                t.to(device) for t in (self.keep, self.flat, self.mirror_src, self.mirror_flat)
+                t.to(device) for t in (self.keep, self.flat, self.mirror_src, self.mirror_flat, self.unfilled)
             )
         return self._device_cache[key]
 
@@ -224,8 +234,13 @@ class Covariance:
             k[0, 0] = rho * L[0] / (2 * math.pi)
             return float(self.spectrum(k, L)[0]) * rho ** (d - 1)
 
-        val, _ = scipy.integrate.quad(f, R, math.inf, limit=200)
-        return density * sphere * val
+        # substitute rho = R / s (s in (0, 1]) and normalise by the value at R: the integrand is
+        # O(1) and quad's absolute tolerance (1.5e-8 by default) cannot swallow a tiny tail
+        h0 = f(R) * R
+        if h0 == 0.0:
+            return 0.0
+        val, _ = scipy.integrate.quad(lambda s: f(R / s) * R / (s * s * h0), 0.0, 1.0, epsabs=0.0, epsrel=1e-10, limit=200)
+        return density * sphere * val * h0
 
     def pointwise_variance_limit(self, ndim: int | Grid = 2, length: float | Sequence[float] = 1.0) -> float:
         """Continuum pointwise variance ``trace(Q) / |D|``."""
@@ -311,7 +326,7 @@ class Covariance:
             device = generator.device if generator is not None else torch.device("cpu")
         device = torch.device(device)
         plan = _plan(grid)
-        keep, flat, mirror_src, mirror_flat = plan.indices(device)
+        keep, flat, mirror_src, mirror_flat, unfilled = plan.indices(device)
         real = torch.float64 if dtype == torch.float64 else torch.float32
         # shell-ordered standard normals (n_draw, n, channels, 2): every shell one generator call
         z = torch.empty(plan.n_draw, n, channels, 2, dtype=real, device=device)
@@ -320,15 +335,40 @@ class Covariance:
         for s in range(0, len(offs) - 1, block):
             a, b = int(offs[s]), int(offs[min(s + block, len(offs) - 1)])
             z[a:b].normal_(generator=generator)
-        scale = self._draw_scale(grid, plan).to(device=device, dtype=real)
-        coeff = torch.view_as_complex(z.index_select(0, keep)) * scale[:, None, None]
-        coeff[plan.is_zero.to(device)] = coeff[plan.is_zero.to(device)].real.to(coeff.dtype)
-        spec = torch.zeros(plan.n_rfft, n, channels, dtype=coeff.dtype, device=device)
+        if not plan.keep_all:
+            z = z.index_select(0, keep)
+        # scale Re and Im in place (real view: complex-by-real broadcasting is slow on CPU);
+        # the zero mode (row 0 of the shell order) is real
+        z.mul_(self._cached_draw_scale(grid, plan, device, real)[:, None, None, None])
+        z[0, ..., 1] = 0
+        coeff = torch.view_as_complex(z)
+        spec = torch.empty(plan.n_rfft, n, channels, dtype=coeff.dtype, device=device)
         spec.index_copy_(0, flat, coeff)
         spec.index_copy_(0, mirror_flat, coeff.index_select(0, mirror_src).conj())
+        if len(unfilled):
+            spec.index_fill_(0, unfilled, 0)
+        # batch dims trailing in memory: irfftn transforms strided lines, output is contiguous
         spec = spec.reshape(*grid.rfft_shape, n, channels).movedim((-2, -1), (0, 1))
         out = torch.fft.irfftn(spec, s=grid.shape, dim=grid.spatial_dims, norm="forward")
         return out.to(dtype)
+
+    def _cached_draw_scale(self, grid: Grid, plan: _SamplePlan, device: torch.device, real: torch.dtype) -> torch.Tensor:
+        """:meth:`_draw_scale` on ``device`` in ``real``, cached on the plan under the covariance's parameters.
+
+        The key is the JSON of :meth:`to_dict`, so a changed parameter is a new key; a covariance
+        without ``to_dict`` is not cached. (Small elementwise ops can cost milliseconds each when
+        the thread pool has to be woken on a busy machine; the hot path avoids them.)
+        """
+        try:
+            key = (json.dumps(self.to_dict(), sort_keys=True), str(device), real)
+        except (NotImplementedError, TypeError, ValueError):
+            return self._draw_scale(grid, plan).to(device=device, dtype=real)
+        scale = plan._scale_cache.get(key)
+        if scale is None:
+            if len(plan._scale_cache) >= 16:
+                plan._scale_cache.clear()
+            scale = plan._scale_cache[key] = self._draw_scale(grid, plan).to(device=device, dtype=real)
+        return scale
 
     def _draw_scale(self, grid: Grid, plan: _SamplePlan) -> torch.Tensor:
         """Standard deviation of Re and Im of each kept coefficient: ``sqrt(lambda / (2 |D|))`` (zero mode: ``sqrt(lambda / |D|)``)."""
@@ -353,6 +393,27 @@ class _Radial(Covariance):
         for i, L in enumerate(length):
             om2 = om2 + (2 * math.pi * k[..., i].to(torch.float64) / L) ** 2
         return self.radial(om2)
+
+    def _lattice_trace(self, d: int, L: tuple[float, ...]) -> float:
+        # |omega|^2 is a sum of per-axis terms: build it by broadcasting (no wavevector table)
+        # and use lambda(k) = lambda(-k) on the last axis to halve the work
+        K = {1: 1 << 18, 2: 1024, 3: 80}[d]
+        R2 = min((2 * math.pi * K / Li) ** 2 for Li in L)
+        k = torch.arange(-K, K + 1, dtype=torch.float64)
+        w = [(2 * math.pi * k / Li) ** 2 for Li in L[:-1]]
+        last = (2 * math.pi * torch.arange(0, K + 1, dtype=torch.float64) / L[-1]) ** 2
+        mult = torch.full((K + 1,), 2.0, dtype=torch.float64)
+        mult[0] = 1.0
+        rest = torch.zeros((), dtype=torch.float64)
+        for wi in w[1:]:
+            rest = rest[..., None] + wi
+        total = 0.0
+        rows = w[0] if w else torch.zeros(1, dtype=torch.float64)
+        for chunk in torch.split(rows, max(1, (1 << 21) // ((2 * K + 1) ** max(d - 2, 0) * (K + 1)))):
+            om2 = (chunk.reshape(-1, *([1] * (d - 1))) + rest[None, ..., None] + last) if d > 1 else last
+            lam = torch.where(om2 <= R2, self.radial(om2), torch.zeros((), dtype=torch.float64))
+            total += float((lam * mult).sum())
+        return total + self._tail(d, L, math.sqrt(R2))
 
 
 class Matern(_Radial):
