@@ -2,7 +2,8 @@
 
 Functions on periodic grids (:class:`Grid`), trace-class Gaussian noise given by spectral
 covariances (:mod:`fsdiff.covariance`), Hilbert-space SDEs driven by Q-Wiener noise
-(:mod:`fsdiff.sde`), and score operators that learn ``Q grad log p_t`` at any resolution.
+(:mod:`fsdiff.sde`), score operators that learn ``Q grad log p_t`` at any resolution
+(:mod:`fsdiff.models`), multilevel training, samplers, exact oracles and metrics.
 """
 
 from .covariance import (
@@ -19,13 +20,45 @@ from .covariance import (
 from .grid import Grid, from_dataarray, resample, subsample, to_dataarray
 from .parametrization import eta_to_qscore, eta_to_x0, qscore_to_eta, x0_to_eta
 from .sde import SDE, VESDE, VPSDE, sde_from_dict
+from .losses import dsm_loss, sample_time
+from .models import FNOScore, NeuralopFNOScore, build_model
+from .oracles import GaussianMixtureScore, GaussianScore
+from .sampling import sample, sample_coarse_to_fine
+from .timesteps import time_steps
+from .data import (
+    MNIST,
+    DarcyFlow,
+    GaussianRandomField,
+    LogNormalField,
+    ThresholdedField,
+    dataset_from_dict,
+    load_mnist,
+)
+from .multilevel import MultilevelSchedule, hierarchy, mlmc_loss
+from .config import ConfigError, RunConfig, load_config
+from .training import EMA, TrainingDiverged, load_run, train, train_from_config
+from .io import CheckpointError, load_checkpoint, save_checkpoint
+from . import metrics
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # grids and noise
     "Grid", "resample", "subsample", "to_dataarray", "from_dataarray",
     "Covariance", "Matern", "LaplacianPower", "SquaredExponential", "White", "RandomSpectral",
     "SumCovariance", "ScaledCovariance", "covariance_from_dict",
+    # SDEs and parametrisation
     "SDE", "VPSDE", "VESDE", "sde_from_dict",
     "eta_to_qscore", "qscore_to_eta", "eta_to_x0", "x0_to_eta",
+    # models, losses, oracles, samplers
+    "FNOScore", "NeuralopFNOScore", "build_model", "dsm_loss", "sample_time",
+    "GaussianScore", "GaussianMixtureScore", "sample", "sample_coarse_to_fine", "time_steps",
+    # data
+    "MNIST", "load_mnist", "GaussianRandomField", "LogNormalField", "ThresholdedField", "DarcyFlow",
+    "dataset_from_dict",
+    # training
+    "MultilevelSchedule", "hierarchy", "mlmc_loss", "RunConfig", "ConfigError", "load_config",
+    "train", "train_from_config", "load_run", "EMA", "TrainingDiverged",
+    "save_checkpoint", "load_checkpoint", "CheckpointError",
+    "metrics",
 ]

@@ -30,16 +30,67 @@ def tune_allocator() -> str:
         return "default allocator (not glibc)"
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import format_noise_table, noise_demo
+    from .demo import format_demo_table, format_noise_table, noise_demo, train_sample_demo
 
     out = Path(args.out)
     t0 = time.perf_counter()
     table = noise_demo(out / "noise", resolutions=args.noise_resolutions, n=args.n_noise, seed=args.seed)
-    print("Noise: one seed, four resolutions (pointwise variance and mean squared L² norm)")
+    print("1. Noise: one seed, four resolutions (pointwise variance and mean squared L² norm)")
     print(format_noise_table(table))
-    print(f"trace class converges as N grows; white noise grows like N². ({time.perf_counter() - t0:.1f} s)")
-    print(f"outputs: {out / 'noise'}/noise.png, noise_<N>.nc, noise_table.json")
+    print(f"   trace class converges as N grows; white noise grows like N². ({time.perf_counter() - t0:.1f} s)")
+    print(f"   outputs: {out / 'noise'}/noise.png, noise_<N>.nc, noise_table.json")
+    if args.noise_only:
+        return 0
+    overrides = list(args.set)
+    if args.steps is not None:
+        overrides.append(f"training.steps={args.steps}")
+    print(f"\n2. Training a score operator on {args.data} data, then sampling at 1x, 2x and 4x its resolution")
+    summary = train_sample_demo(out, config_path=args.config, data=args.data, overrides=overrides, n=args.n,
+                                sampler=args.sampler, steps=args.sample_steps, seed=args.seed, progress=not args.quiet)
+    print(f"   trained in {summary['train_seconds']:.0f} s, sampled in {summary['sample_seconds']:.0f} s "
+          f"({summary['sampler']}, {summary['steps']} steps, n={summary['n']})")
+    print(format_demo_table(summary))
+    print(f"   outputs: {out}/demo.png, samples_<N>.nc/.png, metrics.json, run/ (config, checkpoints, loss.png)")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training import train_from_config
+
+    cfg = load_config(args.config, args.set)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
+    ckpt = train_from_config(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+    print(f"run directory: {run_dir}\nfinal checkpoint: {ckpt}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .generate import output_paths, parse_resolution, sample_run
+    from .training import load_run
+
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1; got {args.steps}")
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1; got {args.n}")
+    model, sde, grid, cfg = load_run(args.run)
+    shapes = [parse_resolution(r, grid.ndim) for r in (args.resolution or [grid.shape[0]])]
+    from .data import dataset_from_dict
+
+    channels = int(getattr(dataset_from_dict(cfg.data.spec()), "channels", 1))
+    sample_run(model, sde, grid, shapes, args.n, channels, sampler=args.sampler, steps=args.steps, seed=args.seed,
+               out=args.out, chunk_size=args.chunk_size, progress=not args.quiet,
+               attrs={"checkpoint": str(args.run)})
+    for p in output_paths(args.out, shapes):
+        print(f"wrote {p} and {p.with_suffix('.png')}")
     return 0
 
 
@@ -47,12 +98,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fsdiff", description="Score-based diffusion in function space.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run the built-in demo and write its outputs")
+    d = sub.add_parser("demo", help="noise at four resolutions, then train a small model and sample at 1x/2x/4x")
     d.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
+    d.add_argument("--data", default="synthetic", choices=["synthetic", "mnist", "fashion-mnist"],
+                   help="built-in data set (mnist needs FSDIFF_DATA_DIR)")
+    d.add_argument("--config", default=None, help="train from this TOML instead of the data set's example config")
+    d.add_argument("--steps", type=int, default=None, help="training steps (longer runs give better samples)")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    d.add_argument("--n", type=int, default=32, help="samples per resolution")
+    d.add_argument("--sampler", default="em", choices=["em", "pc", "ode", "ode_adaptive"])
+    d.add_argument("--sample-steps", type=int, default=100)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--n-noise", type=int, default=256, help="noise samples per resolution")
     d.add_argument("--noise-resolutions", type=int, nargs="+", default=[32, 64, 128, 256])
+    d.add_argument("--noise-only", action="store_true", help="only the noise part (seconds)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     d.set_defaults(func=_cmd_demo)
+
+    t = sub.add_parser("train", help="train a score model from a TOML config")
+    t.add_argument("config", help="TOML run file, e.g. configs/synthetic.toml")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set training.steps=200 (repeatable)")
+    t.add_argument("--run-dir", default=None, help="run directory (default: runs/<name>)")
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("sample", help="sample a trained run at any resolution")
+    s.add_argument("run", help="run directory or checkpoint file")
+    s.add_argument("--resolution", nargs="+", default=None, metavar="N|NxM",
+                   help="one or more grids (default: the training grid); finer than training is allowed")
+    s.add_argument("--n", type=int, default=16, help="samples per resolution")
+    s.add_argument("--sampler", default="em", choices=["em", "pc", "ode", "ode_adaptive"])
+    s.add_argument("--steps", type=int, default=200)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--chunk-size", type=int, default=16, help="model evaluations per micro-batch")
+    s.add_argument("--out", default="samples.nc", help="netCDF path; several resolutions get _<N> suffixes")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    s.set_defaults(func=_cmd_sample)
     return p
 
 
@@ -60,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tune_allocator()
+    _set_threads(args)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
         print(f"fsdiff {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -12,26 +11,9 @@ import torch
 
 from .covariance import Covariance, Matern, White
 from .grid import Grid, to_dataarray
+from .io import write_json, write_netcdf
 
-__all__ = ["noise_demo"]
-
-
-def _write_netcdf(ds, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nc", dir=path.parent)
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp, engine="scipy")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+__all__ = ["noise_demo", "train_sample_demo", "default_config_path"]
 
 
 def noise_demo(
@@ -66,7 +48,7 @@ def noise_demo(
             "trace_class": to_dataarray(u, g, "trace_class", {**attrs, "covariance": repr(cov)}),
             "white": to_dataarray(w, g, "white", {**attrs, "covariance": repr(white)}),
         })
-        _write_netcdf(ds, out / f"noise_{N}.nc")
+        write_netcdf(out / f"noise_{N}.nc", ds)
         table[str(N)] = {
             "trace_class_pointwise_var": float(u.var(dim=0).mean()),
             "trace_class_l2_norm_sq": float(g.norm(u).square().mean()),
@@ -79,7 +61,7 @@ def noise_demo(
     fig = field_panels([("trace class (Matérn)", panels_c), ("white noise", panels_w)], shared_color=False)
     fig.suptitle(f"One seed ({seed}) at four resolutions: the trace-class sample is one function", fontsize=10, y=1.02)
     save_figure(fig, out / "noise.png")
-    _write_text(json.dumps(table, indent=2), out / "noise_table.json")
+    write_json(out / "noise_table.json", table)
     return table
 
 
@@ -93,3 +75,112 @@ def format_noise_table(table: dict) -> str:
         )
     return "\n".join(lines)
 
+
+
+def default_config_path(data: str = "synthetic") -> Path:
+    """The example config shipped in the repository's ``configs/`` folder."""
+    name = {"synthetic": "synthetic.toml", "mnist": "mnist.toml", "fashion-mnist": "fashion_mnist.toml"}.get(data)
+    if name is None:
+        raise ValueError(f"unknown demo data {data!r}; expected synthetic, mnist or fashion-mnist")
+    path = Path(__file__).resolve().parent.parent / "configs" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the demo from a source checkout or pass --config")
+    return path
+
+
+def _fresh_run_dir(run_dir: Path) -> None:
+    """Remove a previous demo run (only if it is an fsdiff run directory)."""
+    import shutil
+
+    if run_dir.exists():
+        if not (run_dir / "config.toml").is_file():
+            raise FileExistsError(f"{run_dir} exists and is not an fsdiff run directory; choose another --out")
+        shutil.rmtree(run_dir)
+
+
+def train_sample_demo(
+    out_dir: str | os.PathLike,
+    config_path: str | os.PathLike | None = None,
+    data: str = "synthetic",
+    overrides: Sequence[str] = (),
+    factors: Sequence[int] = (1, 2, 4),
+    n: int = 32,
+    sampler: str = "em",
+    steps: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Train a small FNOScore multilevel, sample at 1x, 2x, 4x the training resolution, compare with truth.
+
+    Writes ``run/`` (config, checkpoints, metrics, loss curve), ``samples_<N>.nc`` and PNGs,
+    ``demo.png`` (ground truth and generated functions per resolution, with radially averaged
+    spectra) and ``metrics.json``. Returns the metrics per resolution.
+    """
+    import matplotlib.pyplot as plt
+
+    from .config import load_config
+    from .data import dataset_from_dict
+    from .generate import sample_run
+    from .metrics import energy_mmd, pointwise_value_distance, radial_spectrum, spectrum_error
+    from .plotting import plot_field
+    from .training import load_run, train_from_config
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(config_path or default_config_path(data), overrides)
+    run_dir = out / "run"
+    _fresh_run_dir(run_dir)
+    t0 = time.perf_counter()
+    train_from_config(cfg, run_dir, progress=progress)
+    train_seconds = time.perf_counter() - t0
+    model, sde, grid, cfg = load_run(run_dir)
+    dataset = dataset_from_dict(cfg.data.spec())
+    channels = int(getattr(dataset, "channels", 1))
+    shapes = [tuple(f * s for s in grid.shape) for f in factors]
+    t0 = time.perf_counter()
+    generated = sample_run(model, sde, grid, shapes, n, channels, sampler=sampler, steps=steps, seed=seed,
+                           out=out / "samples.nc", progress=progress)
+    sample_seconds = time.perf_counter() - t0
+
+    metrics: dict[str, dict] = {}
+    fig, axes = plt.subplots(len(shapes), 7, figsize=(15, 2.3 * len(shapes)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * 6 + [1.5]})
+    for row, shape in enumerate(shapes):
+        g = Grid(shape, grid.length)
+        truth = dataset.sample(g, n, torch.Generator().manual_seed(seed + 1))
+        x = generated[shape]
+        key = "x".join(map(str, shape)) if len(set(shape)) > 1 else str(shape[0])
+        metrics[key] = {
+            "energy_mmd": energy_mmd(x, truth, g),
+            "spectrum_error": spectrum_error(x, truth, g),
+            "pointwise_value_w1": pointwise_value_distance(x, truth),
+        }
+        lim = float(truth[:3].abs().max())
+        for j in range(3):
+            plot_field(axes[row, j], truth[j, 0], g, "truth" if row == 0 else "", -lim, lim, "viridis")
+            plot_field(axes[row, 3 + j], x[j, 0], g, "generated" if row == 0 else "", -lim, lim, "viridis")
+        axes[row, 0].set_ylabel(f"{key}²", fontsize=9)
+        k_t, p_t = radial_spectrum(truth, g)
+        k_x, p_x = radial_spectrum(x, g)
+        ax = axes[row, 6]
+        ax.loglog(k_t[1:], p_t[1:], label="truth")
+        ax.loglog(k_x[1:], p_x[1:], "--", label="generated")
+        ax.axvline(2 * torch.pi * grid.max_modes[0] / grid.length[0], color="gray", lw=0.8, ls=":")
+        ax.set_title("radial spectrum" if row == 0 else "", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"trained on {grid.shape[0]}² (multilevel {cfg.multilevel.levels}), sampled at {', '.join(m + '²' for m in metrics)}; "
+                 "dotted line: training grid's highest mode", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out / "demo.png")
+    summary = {"train_seconds": train_seconds, "sample_seconds": sample_seconds, "sampler": sampler, "steps": steps,
+               "n": n, "seed": seed, "train_resolution": list(grid.shape), "metrics": metrics}
+    write_json(out / "metrics.json", summary)
+    return summary
+
+
+def format_demo_table(summary: dict) -> str:
+    """Metrics per resolution as aligned text."""
+    lines = [f"{'N':>6} | {'energy MMD':>10} {'spectrum err':>12} {'point W1':>9}"]
+    for key, m in summary["metrics"].items():
+        lines.append(f"{key:>6} | {m['energy_mmd']:>10.4f} {m['spectrum_error']:>12.4f} {m['pointwise_value_w1']:>9.4f}")
+    return "\n".join(lines)

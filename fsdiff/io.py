@@ -10,6 +10,7 @@ read with ``torch.load(weights_only=True)``, so loading never executes pickled c
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _io
 import json
@@ -43,20 +44,26 @@ class CheckpointError(ValueError):
     """A file is not a readable fsdiff checkpoint."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True) -> Path:
-    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it into place.
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    Nothing is left half-written: on any exception the temporary file is removed and ``path``
-    keeps its previous content.
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path next to ``path``; on success rename it into place.
+
+    On any exception the temporary file is removed and ``path`` keeps its previous content.
+    The file gets the usual permissions (``0o666 & ~umask``), not ``mkstemp``'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -64,7 +71,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: 
         except FileNotFoundError:
             pass
         raise
-    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True) -> Path:
+    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it into place.
+
+    Nothing is left half-written: on any exception the temporary file is removed and ``path``
+    keeps its previous content.
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -210,3 +230,18 @@ def write_toml(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
     """Atomically write a nested dict as TOML (see :func:`dumps_toml`)."""
     text = dumps_toml(data)
     return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+# ------------------------------------------------------------------ netCDF
+def write_netcdf(path: str | os.PathLike, data) -> Path:
+    """Write an ``xarray.Dataset``/``DataArray`` as netCDF (scipy engine, netCDF3) atomically."""
+    payload = bytes(data.to_netcdf(engine="scipy"))  # serialise in memory first
+    return atomic_write(path, lambda f: f.write(payload))
+
+
+def read_netcdf(path: str | os.PathLike):
+    """Open a netCDF file written by :func:`write_netcdf` fully into memory (``xarray.Dataset``)."""
+    import xarray as xr
+
+    with xr.open_dataset(path, engine="scipy") as ds:
+        return ds.load()
