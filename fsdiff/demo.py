@@ -122,7 +122,7 @@ def train_sample_demo(
     from .data import dataset_from_dict
     from .generate import sample_run
     from .metrics import energy_mmd, pointwise_value_distance, radial_spectrum, spectrum_error
-    from .plotting import plot_field
+    from .plotting import plot_field, save_figure
     from .training import load_run, train_from_config
 
     out = Path(out_dir)

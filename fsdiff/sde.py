@@ -60,10 +60,21 @@ class SDE:
 
     T: float = 1.0
 
-    def __init__(self, covariance: Covariance):
+    def __init__(self, covariance: Covariance, allow_non_trace_class: bool = False):
         if not isinstance(covariance, Covariance):
             raise TypeError(f"covariance must be a fsdiff Covariance; got {type(covariance).__name__}")
         self.covariance = covariance
+        self.allow_non_trace_class = bool(allow_non_trace_class)
+
+    def check_noise(self, ndim: int) -> None:
+        """Raise unless Q is trace class in ``ndim`` dimensions, or the SDE was built with
+        ``allow_non_trace_class=True`` (an explicit opt-in for white-noise *baselines*, whose
+        noise is a grid-dependent object, not a function: results then depend on the grid)."""
+        if not self.allow_non_trace_class:
+            self.covariance.require_trace_class(ndim)
+
+    def _extra_dict(self) -> dict:
+        return {"allow_non_trace_class": True} if self.allow_non_trace_class else {}
 
     # -- schedule (per subclass) ---------------------------------------------
     def drift_coeff(self, t) -> torch.Tensor:
@@ -90,7 +101,7 @@ class SDE:
 
     def _check(self, x: torch.Tensor, grid: Grid) -> None:
         grid.check(x, "x", min_leading=2)
-        self.covariance.require_trace_class(grid.ndim)
+        self.check_noise(grid.ndim)
 
     def perturb(
         self, x0: torch.Tensor, t, grid: Grid, generator: torch.Generator | None = None
@@ -113,7 +124,7 @@ class SDE:
         dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """Draw from the reference law at ``t = T``, ``N(0, s(T)² Q)``: ``(n, channels, *grid.shape)``."""
-        self.covariance.require_trace_class(grid.ndim)
+        self.check_noise(grid.ndim)
         eta = self.covariance.sample(grid, n, channels, generator=generator, dtype=dtype, device=device)
         return float(self.std(self.T)) * eta
 
@@ -143,6 +154,10 @@ class VPSDE(SDE):
     ----------
     covariance : Covariance
         Q, trace class on the grids it will be used with.
+    allow_non_trace_class : bool
+        Opt in to a Q that is not trace class (e.g. ``White()`` in 2-D) for baseline
+        comparisons; off by default, when :meth:`perturb`, :meth:`prior_sample` and the
+        samplers refuse such Q. Stored in :meth:`to_dict` only when True.
     beta_min, beta_max : float
         Linear schedule ``beta(t) = beta_min + t (beta_max - beta_min)`` (the multilevel paper's).
     schedule : {"linear", "cosine"}
@@ -152,8 +167,9 @@ class VPSDE(SDE):
         and ``beta`` stays finite). ``beta_min`` is then unused.
     """
 
-    def __init__(self, covariance: Covariance, beta_min: float = 0.1, beta_max: float = 20.0, schedule: str = "linear"):
-        super().__init__(covariance)
+    def __init__(self, covariance: Covariance, beta_min: float = 0.1, beta_max: float = 20.0, schedule: str = "linear",
+                 allow_non_trace_class: bool = False):
+        super().__init__(covariance, allow_non_trace_class)
         if not (math.isfinite(beta_min) and math.isfinite(beta_max) and 0 <= beta_min < beta_max):
             raise ValueError(f"need 0 <= beta_min < beta_max, finite; got beta_min={beta_min}, beta_max={beta_max}")
         if schedule not in ("linear", "cosine"):
@@ -200,14 +216,15 @@ class VPSDE(SDE):
 
     def to_dict(self) -> dict:
         return {"type": "vp", "beta_min": self.beta_min, "beta_max": self.beta_max,
-                "schedule": self.schedule, "covariance": self.covariance.to_dict()}
+                "schedule": self.schedule, "covariance": self.covariance.to_dict(), **self._extra_dict()}
 
 
 class VESDE(SDE):
     """Variance-exploding SDE ``dX = sqrt(d sigma²/dt) dW^Q``, ``sigma(t) = sigma_min (sigma_max/sigma_min)^t``."""
 
-    def __init__(self, covariance: Covariance, sigma_min: float = 0.01, sigma_max: float = 10.0):
-        super().__init__(covariance)
+    def __init__(self, covariance: Covariance, sigma_min: float = 0.01, sigma_max: float = 10.0,
+                 allow_non_trace_class: bool = False):
+        super().__init__(covariance, allow_non_trace_class)
         if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0 < sigma_min < sigma_max):
             raise ValueError(f"need 0 < sigma_min < sigma_max, finite; got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
@@ -231,7 +248,7 @@ class VESDE(SDE):
 
     def to_dict(self) -> dict:
         return {"type": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
-                "covariance": self.covariance.to_dict()}
+                "covariance": self.covariance.to_dict(), **self._extra_dict()}
 
 
 def sde_from_dict(d: dict) -> SDE:

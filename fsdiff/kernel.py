@@ -1,0 +1,443 @@
+"""Kernel score models in R^d: the empirical (memorizing) kernel score and the WPO-informed
+kernel model of Zhang, Liu, Li, Katsoulakis & Osher (arXiv 2402.06162).
+
+Time parametrisation (read this first)
+--------------------------------------
+The paper works with the **heat flow** ``rho_s = pi * N(0, beta² s I)``, i.e. the law of
+``X + beta sqrt(s) Z`` (``X ~ pi``, ``Z ~ N(0, I)``), heat time ``s >= 0``. A Gaussian
+component ``N(z, Gamma^-1)`` of ``pi`` becomes ``N(z, Gamma^-1 + beta² s I)``, whose precision is
+
+    Gamma_s = (Gamma^-1 + beta² s I)^-1                                  (:func:`heat_precision`)
+
+fsdiff's point-space VP SDE (:mod:`fsdiff.points`) has ``X_t = m(t) X_0 + sigma(t) Z``.
+Writing ``X_t = m(t) (X_0 + (sigma/m) Z)`` shows that ``X_t`` is the heat flow at
+
+    s(t) = sigma(t)² / (beta² m(t)²),        scaled by m(t),
+
+so ``p_t(x) = m^-d rho_{s(t)}(x / m)`` and ``grad log p_t(x) = m^-1 grad log rho_{s(t)}(x / m)``.
+Component-wise: ``p_t = sum_i w_i N(x; m z_i, m² Gamma_i^-1 + sigma² I)``. ``s(t)`` is given by
+:func:`vp_heat_time`; ``beta`` only rescales heat time (``beta² s`` is what matters).
+
+Every model here is a point-space score model, ``model(x (B, d), t (B,)) -> grad log p_t(x)``
+at **VP time** t (so it plugs into :func:`fsdiff.points.sample_points`), and also offers
+``heat_score(x, s)`` in heat time.
+
+Models
+------
+* :class:`EmpiricalKernelScore`: ``pi`` = the empirical measure of the training set, so
+  ``grad log p_t(x) = -sum_i softmax_i(-|x - m z_i|²/2 sigma²) (x - m z_i)/sigma²``. Reverse
+  sampling to ``t -> 0`` reproduces training points (memorization).
+* :class:`WPOKernelScore`: ``pi_theta = (1/N) sum_i N(z_i, Gamma_theta(z_i)^-1)`` on N centres
+  with ``Gamma_theta(z) = L_theta(z) L_theta(z)^T + eps I`` (L lower triangular from an MLP).
+  Trained **only at the terminal time** (data end, s = 0) by implicit score matching
+  ``J = E_x[ Delta pi/pi - ½ |grad log pi|² ]`` (:func:`ism_loss`), on loss points disjoint from
+  the centres; the score at every other time is exact by the formula above.
+
+Closed forms for a Gaussian mixture with component log-weights ``a_i(x)`` (log-sum-exp
+stabilised), responsibilities ``r_i = softmax(a)``, ``g_i = -P_i (x - mu_i)``:
+``grad log pi = sum_i r_i g_i`` and ``Delta pi / pi = sum_i r_i (|g_i|² - tr P_i)``.
+
+Point-space metric adapters (:func:`point_memorization`, :func:`point_energy_distance`)
+view a point in R^d as a function on ``Grid((d,), length=d)`` (cell volume 1, so the L²
+distance is the Euclidean one) and call :mod:`fsdiff.metrics`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import metrics as _metrics
+from .grid import Grid
+from .sde import SDE
+
+__all__ = [
+    "heat_precision",
+    "vp_heat_time",
+    "mixture_terms",
+    "EmpiricalKernelScore",
+    "WPOKernelScore",
+    "ism_loss",
+    "train_wpo",
+    "tweedie_denoise",
+    "point_memorization",
+    "point_energy_distance",
+]
+
+_LOG2PI = math.log(2 * math.pi)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _check_points(x: torch.Tensor, d: int | None = None, name: str = "x") -> None:
+    if x.ndim != 2 or (d is not None and x.shape[1] != d):
+        raise ValueError(f"{name} has shape {tuple(x.shape)}; expected (B, {d if d is not None else 'd'})")
+
+
+def _time_col(t: torch.Tensor | float, B: int, like: torch.Tensor) -> torch.Tensor:
+    """Times as a float64 tensor of shape ``(B,)``."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    if t.ndim == 0:
+        t = t.expand(B)
+    if t.shape != (B,):
+        raise ValueError(f"t has shape {tuple(t.shape)}; expected () or ({B},)")
+    return t.to(like.device)
+
+
+def heat_precision(gamma: torch.Tensor, s: float | torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """``Gamma_s = (Gamma^-1 + beta² s I)^-1`` for SPD ``gamma (..., d, d)``, via ``eigh``.
+
+    Eigenvalues map as ``lambda -> lambda / (1 + beta² s lambda)`` (stable for any s >= 0).
+    """
+    s = torch.as_tensor(s, dtype=gamma.dtype, device=gamma.device)
+    if bool((s < 0).any()):
+        raise ValueError(f"heat time s must be >= 0; got {s}")
+    lam, U = torch.linalg.eigh(gamma)
+    lam_s = lam / (1 + beta**2 * s[..., None] * lam) if s.ndim else lam / (1 + beta**2 * s * lam)
+    return (U * lam_s.unsqueeze(-2)) @ U.transpose(-1, -2)
+
+
+def vp_heat_time(sde: SDE, t: torch.Tensor | float, beta: float = 1.0) -> torch.Tensor:
+    """Heat time ``s(t) = sigma(t)² / (beta² m(t)²)`` at which the heat flow matches VP time t."""
+    return sde.std(t) ** 2 / (beta**2 * sde.mean_scale(t) ** 2)
+
+
+def mixture_terms(
+    x: torch.Tensor,
+    means: torch.Tensor,
+    prec: torch.Tensor,
+    log_weights: torch.Tensor | None = None,
+    laplacian: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Closed-form ``log pi``, ``grad log pi`` and ``Delta pi / pi`` of a Gaussian mixture.
+
+    ``x (B, d)``, ``means (N, d)``, ``prec (N, d, d)`` (SPD precisions), ``log_weights (N,)``
+    (default uniform). Returns ``(logp (B,), score (B, d), lap_over_p (B,) or None)``.
+    Differentiable in all inputs; log-sum-exp stabilised; memory ``O(B N d)``.
+    """
+    _check_points(x)
+    N, d = means.shape
+    if x.shape[1] != d or prec.shape != (N, d, d):
+        raise ValueError(f"x {tuple(x.shape)}, means {tuple(means.shape)}, prec {tuple(prec.shape)} do not match")
+    if log_weights is None:
+        log_weights = torch.full((N,), -math.log(N), dtype=x.dtype, device=x.device)
+    chol = torch.linalg.cholesky(prec)
+    logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (N,)
+    diff = x[:, None, :] - means[None]  # (B, N, d)
+    g = -torch.einsum("nij,bnj->bni", prec, diff)  # -P (x - mu)
+    quad = -(diff * g).sum(-1)  # (B, N)
+    a = log_weights[None] - 0.5 * quad + 0.5 * logdet[None] - 0.5 * d * _LOG2PI
+    logp = torch.logsumexp(a, dim=1)
+    r = torch.softmax(a, dim=1)
+    score = (r[..., None] * g).sum(1)
+    lap = None
+    if laplacian:
+        tr = torch.diagonal(prec, dim1=-2, dim2=-1).sum(-1)  # (N,)
+        lap = (r * (g.square().sum(-1) - tr[None])).sum(1)
+    return logp, score, lap
+
+
+def _eig_mixture(
+    x: torch.Tensor, means: torch.Tensor, U: torch.Tensor, cov_eig: torch.Tensor, log_weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log density and score of ``sum_i w_i N(mu_i, U_i diag(c_bi) U_i^T)`` with per-sample
+    eigenvalues ``cov_eig (B, N, d)``; ``U (N, d, d)`` (columns = eigenvectors), ``means (B, N, d)``."""
+    d = x.shape[1]
+    diff = x[:, None, :] - means  # (B, N, d)
+    y = torch.einsum("nji,bnj->bni", U, diff)  # U^T diff
+    yc = y / cov_eig
+    a = log_weights[None] - 0.5 * (y * yc).sum(-1) - 0.5 * torch.log(cov_eig).sum(-1) - 0.5 * d * _LOG2PI
+    logp = torch.logsumexp(a, dim=1)
+    r = torch.softmax(a, dim=1)
+    g = -torch.einsum("nij,bnj->bni", U, yc)
+    return logp, (r[..., None] * g).sum(1)
+
+
+# ----------------------------------------------------------------------------- empirical kernel
+class EmpiricalKernelScore(nn.Module):
+    """Exact score of the heat-flowed / VP-noised **empirical** measure of ``train (N, d)``.
+
+    ``forward(x (B, d), t (B,)) -> grad log p_t(x)`` at VP time t (needs ``sigma(t) > 0``);
+    ``heat_score(x, s)`` in heat time. ``chunk`` bounds memory (``chunk x N x d``).
+    """
+
+    def __init__(self, train: torch.Tensor, sde: SDE, beta: float = 1.0, chunk: int = 4096):
+        super().__init__()
+        _check_points(train, name="train")
+        self.register_buffer("points", train.detach().clone())
+        self.sde, self.beta, self.chunk = sde, float(beta), int(chunk)
+
+    def _terms(self, x: torch.Tensor, m: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if bool((var <= 0).any()):
+            raise ValueError("the empirical kernel score needs noise variance > 0 (t > 0 or s > 0)")
+        z = self.points.to(x.dtype)
+        N, d = z.shape
+        out_l, out_s = [], []
+        for a in range(0, x.shape[0], self.chunk):
+            xs, ms, vs = x[a : a + self.chunk], m[a : a + self.chunk, None, None], var[a : a + self.chunk, None]
+            diff = xs[:, None, :] - ms * z[None]  # (b, N, d)
+            logits = -0.5 * diff.square().sum(-1) / vs
+            out_l.append(torch.logsumexp(logits, 1) - math.log(N) - 0.5 * d * (_LOG2PI + torch.log(vs[:, 0])))
+            r = torch.softmax(logits, 1)
+            out_s.append(-(r[..., None] * diff).sum(1) / vs)
+        return torch.cat(out_l), torch.cat(out_s)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        _check_points(x, self.points.shape[1])
+        t = _time_col(t, x.shape[0], x)
+        m, sd = self.sde.mean_scale(t).to(x.dtype), self.sde.std(t).to(x.dtype)
+        return self._terms(x, m, sd.square())[1]
+
+    def log_prob(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """``log p_t(x)`` at VP time t, ``(B,)``."""
+        _check_points(x, self.points.shape[1])
+        t = _time_col(t, x.shape[0], x)
+        m, sd = self.sde.mean_scale(t).to(x.dtype), self.sde.std(t).to(x.dtype)
+        return self._terms(x, m, sd.square())[0]
+
+    def heat_score(self, x: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
+        """Score of ``rho_s`` (heat time s > 0), ``(B, d)``."""
+        s = _time_col(s, x.shape[0], x).to(x.dtype)
+        return self._terms(x, torch.ones_like(s), self.beta**2 * s)[1]
+
+
+# ----------------------------------------------------------------------------- WPO kernel model
+class WPOKernelScore(nn.Module):
+    """WPO-informed kernel model: Gaussians on ``centres (N, d)`` with learned precision.
+
+    ``Gamma_theta(z) = L(z) L(z)^T + eps I``, ``L`` lower triangular, produced by an MLP
+    ``z -> (d(d+1)/2)`` (diagonal through ``softplus``, so ``L`` is invertible). ``init_scale``
+    sets the initial diagonal of L (initial precision ``~ init_scale²``); by default it is
+    ``1 / (median nearest-neighbour distance of the centres)``.
+
+    Calls: ``forward(x, t)`` (VP time, score-model protocol), ``heat_score(x, s)``,
+    ``log_prob(x, t=0)``, ``terminal_terms(x)`` (closed forms at s = 0 for ISM),
+    ``precisions()`` ``(N, d, d)``, ``sample(n, generator)`` (direct, from ``pi_theta``).
+    """
+
+    def __init__(
+        self,
+        centres: torch.Tensor,
+        sde: SDE | None = None,
+        hidden: int = 64,
+        depth: int = 2,
+        eps: float = 1e-3,
+        beta: float = 1.0,
+        init_scale: float | None = None,
+        chunk: int = 2048,
+    ):
+        super().__init__()
+        _check_points(centres, name="centres")
+        if centres.shape[0] < 1 or eps <= 0:
+            raise ValueError(f"need at least one centre and eps > 0; got {centres.shape[0]} centres, eps={eps}")
+        N, d = centres.shape
+        self.register_buffer("centres", centres.detach().clone())
+        self.sde, self.eps, self.beta, self.chunk, self.d = sde, float(eps), float(beta), int(chunk), d
+        if init_scale is None:
+            if N > 1:
+                d2 = torch.cdist(centres.double(), centres.double())
+                d2.fill_diagonal_(math.inf)
+                init_scale = 1.0 / float(d2.min(1).values.median().clamp_min(1e-6))
+            else:
+                init_scale = 1.0
+        n_out = d * (d + 1) // 2
+        layers: list[nn.Module] = []
+        w = d
+        for _ in range(depth):
+            layers += [nn.Linear(w, hidden), nn.SiLU()]
+            w = hidden
+        last = nn.Linear(w, n_out)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        layers.append(last)
+        self.net = nn.Sequential(*layers).to(centres.dtype)
+        self.register_buffer("log_scale", torch.tensor(math.log(init_scale), dtype=centres.dtype))
+        rows, cols = torch.tril_indices(d, d)
+        self.register_buffer("_rows", rows)
+        self.register_buffer("_cols", cols)
+        self._softplus_shift = math.log(math.expm1(1.0))  # softplus(shift) = 1
+
+    def cholesky_factor(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``L_theta(z)`` ``(N, d, d)`` lower triangular (default: at the centres)."""
+        z = self.centres if z is None else z
+        out = self.net(z)
+        d = self.d
+        L = torch.zeros(z.shape[0], d, d, dtype=out.dtype, device=out.device)
+        L[:, self._rows, self._cols] = out
+        diag = torch.nn.functional.softplus(torch.diagonal(L, dim1=-2, dim2=-1) + self._softplus_shift)
+        L = torch.tril(L, -1) + torch.diag_embed(diag)
+        return L * self.log_scale.exp()
+
+    def precisions(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``Gamma_theta(z) = L L^T + eps I``, ``(N, d, d)``."""
+        L = self.cholesky_factor(z)
+        return L @ L.transpose(-1, -2) + self.eps * torch.eye(self.d, dtype=L.dtype, device=L.device)
+
+    def terminal_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log pi, grad log pi, Delta pi / pi)`` of ``pi_theta`` at ``x (B, d)`` (s = 0)."""
+        _check_points(x, self.d)
+        return mixture_terms(x, self.centres.to(x.dtype), self.precisions().to(x.dtype))
+
+    def _eig(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigen-decomposition of the precisions; cached while autograd is off and weights unchanged."""
+        if torch.is_grad_enabled():
+            return torch.linalg.eigh(self.precisions())
+        key = tuple((id(p), p._version) for p in self.net.parameters()) + (float(self.log_scale),)
+        cache = getattr(self, "_eig_cache", None)
+        if cache is None or cache[0] != key:
+            cache = (key, torch.linalg.eigh(self.precisions()))
+            self._eig_cache = cache
+        return cache[1]
+
+    def _vp_terms(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.sde is None:
+            raise ValueError("this WPOKernelScore has no sde; pass sde= to use VP time (or call heat_score)")
+        _check_points(x, self.d)
+        t = _time_col(t, x.shape[0], x)
+        m, var = self.sde.mean_scale(t).to(x.dtype), self.sde.std(t).to(x.dtype).square()
+        return self._general(x, m, var)
+
+    def _general(self, x: torch.Tensor, m: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixture ``sum_i N(m z_i, m² Gamma_i^-1 + var I)`` for per-sample ``m, var (B,)``."""
+        lam, U = self._eig()
+        lam, U = lam.to(x.dtype), U.to(x.dtype)
+        z = self.centres.to(x.dtype)
+        N = z.shape[0]
+        logw = torch.full((N,), -math.log(N), dtype=x.dtype, device=x.device)
+        out_l, out_s = [], []
+        for a in range(0, x.shape[0], self.chunk):
+            ms, vs = m[a : a + self.chunk], var[a : a + self.chunk]
+            c = ms[:, None, None] ** 2 / lam[None] + vs[:, None, None]  # (b, N, d)
+            lp, sc = _eig_mixture(x[a : a + self.chunk], ms[:, None, None] * z[None], U, c, logw)
+            out_l.append(lp)
+            out_s.append(sc)
+        return torch.cat(out_l), torch.cat(out_s)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``grad log p_t(x)`` at VP time t: ``(B, d), (B,) -> (B, d)``."""
+        return self._vp_terms(x, t)[1]
+
+    def log_prob(self, x: torch.Tensor, t: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """``log p_t(x)`` at VP time t (t = 0: the mixture ``pi_theta`` itself), ``(B,)``."""
+        if self.sde is None:
+            if float(torch.as_tensor(t).abs().max()) != 0.0:
+                raise ValueError("log_prob at t > 0 needs an sde")
+            return self.heat_log_prob(x, 0.0)
+        return self._vp_terms(x, t)[0]
+
+    def heat_score(self, x: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
+        """Score of ``rho_s = pi_theta * N(0, beta² s I)`` (precisions ``Gamma_s``), ``(B, d)``."""
+        _check_points(x, self.d)
+        s = _time_col(s, x.shape[0], x).to(x.dtype)
+        return self._general(x, torch.ones_like(s), self.beta**2 * s)[1]
+
+    def heat_log_prob(self, x: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
+        """``log rho_s(x)``, ``(B,)``."""
+        _check_points(x, self.d)
+        s = _time_col(s, x.shape[0], x).to(x.dtype)
+        return self._general(x, torch.ones_like(s), self.beta**2 * s)[0]
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, s: float = 0.0) -> torch.Tensor:
+        """Direct samples of ``rho_s`` (default ``pi_theta``): pick a centre, add ``N(0, Gamma_s^-1)``.
+
+        Uses ``x = z + L^-T xi`` with the Cholesky factor of ``Gamma`` (plus ``beta sqrt(s) Z``).
+        """
+        gam = self.precisions()
+        R = torch.linalg.cholesky(gam)
+        N = self.centres.shape[0]
+        idx = torch.randint(N, (n,), generator=generator)
+        xi = torch.randn(n, self.d, 1, generator=generator, dtype=gam.dtype)
+        dev = torch.linalg.solve_triangular(R[idx].transpose(-1, -2), xi, upper=True)[..., 0]
+        x = self.centres[idx] + dev
+        if s > 0:
+            x = x + self.beta * math.sqrt(s) * torch.randn(n, self.d, generator=generator, dtype=gam.dtype)
+        return x
+
+
+def ism_loss(model: WPOKernelScore, x: torch.Tensor) -> torch.Tensor:
+    """Implicit score matching at the terminal time, per point: ``Delta pi/pi - ½|grad log pi|²``.
+
+    Equals ``½|grad log pi|² + Delta log pi`` (Hyvärinen), since
+    ``Delta log pi = Delta pi/pi - |grad log pi|²``. ``x (B, d)`` must be disjoint from the
+    centres (a loss point on a centre lets its precision grow without bound). Returns ``(B,)``.
+    """
+    _, score, lap = model.terminal_terms(x)
+    return lap - 0.5 * score.square().sum(-1)
+
+
+@dataclass
+class TrainLog:
+    losses: list[float]
+    seconds: float
+
+
+def train_wpo(
+    model: WPOKernelScore,
+    loss_points: torch.Tensor,
+    steps: int = 1000,
+    batch: int = 256,
+    lr: float = 3e-3,
+    generator: torch.Generator | None = None,
+) -> TrainLog:
+    """Adam on :func:`ism_loss` with mini-batches of ``loss_points (M, d)``; returns the loss history."""
+    import time
+
+    _check_points(loss_points, model.d, "loss_points")
+    with torch.no_grad():
+        dmin = torch.cdist(loss_points.double(), model.centres.double()).min()
+    if float(dmin) == 0.0:
+        raise ValueError("loss_points must be disjoint from the centres (a shared point makes the ISM loss unbounded below)")
+    opt = torch.optim.Adam(model.net.parameters(), lr=lr)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    M = loss_points.shape[0]
+    for _ in range(steps):
+        idx = torch.randint(M, (min(batch, M),), generator=generator)
+        loss = ism_loss(model, loss_points[idx]).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"ISM loss became non-finite at step {len(losses)}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return TrainLog(losses, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def tweedie_denoise(score, sde: SDE, x: torch.Tensor, t: float) -> torch.Tensor:
+    """Final denoising step ``E[X_0 | X_t = x] = (x + sigma(t)² score(x, t)) / m(t)`` (Tweedie), ``(B, d)``.
+
+    Samplers stop at ``t = eps`` and their last EM step adds ``sqrt(beta dt)`` noise; this
+    removes it. For the empirical kernel score it returns (near) training points.
+    """
+    _check_points(x)
+    tt = torch.full((x.shape[0],), float(t), dtype=x.dtype)
+    return (x + float(sde.std(t)) ** 2 * score(x, tt)) / float(sde.mean_scale(t))
+
+
+# ----------------------------------------------------------------------------- metric adapters
+def _as_functions(x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
+    _check_points(x)
+    d = x.shape[1]
+    if d < 2:
+        raise ValueError("point metrics need d >= 2 (a Grid needs 2 points per axis)")
+    return x.reshape(x.shape[0], 1, d), Grid((d,), length=float(d))
+
+
+def point_memorization(
+    generated: torch.Tensor, train: torch.Tensor, threshold: float = _metrics.MEMORIZATION_THRESHOLD
+) -> _metrics.MemorizationResult:
+    """:func:`fsdiff.metrics.memorization` for points ``(n, d)`` vs ``(N, d)`` (Euclidean distances)."""
+    g, grid = _as_functions(generated)
+    t, _ = _as_functions(train)
+    return _metrics.memorization(g, t, grid, threshold=threshold)
+
+
+def point_energy_distance(x: torch.Tensor, y: torch.Tensor, unbiased: bool = True) -> float:
+    """:func:`fsdiff.metrics.energy_mmd` (energy distance, not squared) for points ``(n, d), (m, d)``."""
+    a, grid = _as_functions(x)
+    b, _ = _as_functions(y)
+    return _metrics.energy_mmd(a, b, grid, unbiased=unbiased)

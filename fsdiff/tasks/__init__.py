@@ -1,0 +1,9 @@
+"""Task definitions built on fsdiff: Gaussian-mixture families for the Score Neural Operator.
+
+The study driver lives in :mod:`fsdiff.tasks.gmm_study` (imported on demand: it pulls in
+matplotlib and xarray).
+"""
+
+from .gmm import GaussianMixture, GMMFamily, energy_distance_points, sliced_wasserstein_points
+
+__all__ = ["GaussianMixture", "GMMFamily", "energy_distance_points", "sliced_wasserstein_points"]

@@ -1,0 +1,109 @@
+"""Helpers shared by the resolution studies: threads/allocator set-up, runs, atomic outputs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+if str(ROOT.parent) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT.parent))
+
+import fsdiff as fd  # noqa: E402
+from fsdiff.invariance import write_netcdf  # noqa: E402,F401
+from fsdiff.io import atomic_write, write_json  # noqa: E402,F401
+
+
+def parser(doc: str, study: str) -> argparse.ArgumentParser:
+    """Arguments every study takes: ``--out``, ``--work-dir``, ``--threads``, ``--seed``, ``--quick``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=RESULTS / study, help=f"output folder (default results/{study})")
+    p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "fsdiff-studies" / study,
+                   help="where training runs (checkpoints) go; not committed")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds): a smoke test, numbers meaningless")
+    return p
+
+
+def setup(args: argparse.Namespace) -> str:
+    """Set threads and the allocator; returns a one-line description of the environment."""
+    from fsdiff.cli import tune_allocator
+
+    torch.set_num_threads(max(1, int(args.threads)))
+    malloc = tune_allocator()
+    args.out.mkdir(parents=True, exist_ok=True)
+    return f"torch {torch.__version__}, threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, allocator: {malloc}"
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def train_run(run_dir: Path, cfg: Any, white_sigma: float | None = None, progress: bool = False,
+              reuse: bool = True) -> dict:
+    """Train ``cfg`` (a RunConfig) into a fresh ``run_dir``; ``white_sigma``: use ``White(sigma)`` noise.
+
+    White noise is not trace class in 2-D, so its SDE is built with the explicit
+    ``allow_non_trace_class=True`` opt-in (a baseline, not a function-space method).
+    ``reuse``: keep a finished run already in ``run_dir`` with the same config and SDE.
+    Returns the trainer's summary plus ``seconds``.
+    """
+    import shutil
+
+    from fsdiff.data import dataset_from_dict
+    from fsdiff.io import write_toml
+    from fsdiff.models import build_model
+    from fsdiff.multilevel import MultilevelSchedule, hierarchy
+    from fsdiff.training import train
+
+    grid = cfg.grid.build()
+    if white_sigma is None:
+        sde = cfg.sde.build()
+    else:
+        sde = fd.VPSDE(fd.White(sigma=white_sigma), cfg.sde.beta_min, cfg.sde.beta_max, cfg.sde.schedule,
+                       allow_non_trace_class=True)
+    if reuse and run_dir.is_dir():
+        from fsdiff.io import load_checkpoint
+        from fsdiff.training import latest_checkpoint
+
+        last = latest_checkpoint(run_dir)
+        if last is not None:
+            ck = load_checkpoint(last)
+            if ck["config"] == cfg.to_dict() and ck.get("sde") == sde.to_dict() and ck["step"] == cfg.training.steps:
+                print(f"reusing the finished run in {run_dir}", flush=True)
+                return {"seconds": float(ck["metrics"]["wall_s"]), "step": ck["step"], "reused": True}
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    dataset = dataset_from_dict(cfg.data.spec())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.training.seed)
+        model = build_model(cfg.model.spec(in_channels=int(getattr(dataset, "channels", 1))))
+    ml = cfg.multilevel
+    sched = MultilevelSchedule(hierarchy(grid, ml.levels or None), ml.schedule, fractions=ml.fractions or None,
+                               probabilities=ml.probabilities or None, samples=ml.samples or None, level=ml.level)
+    write_toml(run_dir / "config.toml", cfg.to_dict())
+    t0 = time.perf_counter()
+    out = train(model, sde, dataset, sched, cfg.training, run_dir, run_config=cfg.to_dict(), progress=progress,
+                restrict_from_finest=ml.restrict_from_finest)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table; floats with 4 significant digits."""
+    def f(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(f(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)

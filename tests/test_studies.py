@@ -1,0 +1,62 @@
+"""Every resolution study runs end to end at tiny size (``--quick``) and writes netCDF + PNG + summary."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+STUDIES = Path(__file__).resolve().parents[1] / "resolution_studies"
+
+
+def _study(name: str):
+    if str(STUDIES) not in sys.path:
+        sys.path.insert(0, str(STUDIES))
+    return importlib.import_module(name)
+
+
+def _check_outputs(out: Path, nc: str) -> None:
+    import xarray as xr
+
+    assert (out / "summary.md").is_file()
+    assert list(out.glob("*.png"))
+    ds = xr.open_dataset(out / nc, engine="scipy")
+    ds.close()
+    assert not list(out.glob(".tmp-*"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_noise_study(tmp_path):
+    assert _study("noise").main(["--quick", "--out", str(tmp_path)]) == 0
+    _check_outputs(tmp_path, "noise.nc")
+
+
+def test_synthetic_invariance_study(tmp_path):
+    args = ["--quick", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+            "--variants", "fno_trace", "fno_white"]
+    assert _study("synthetic_invariance").main(args) == 0
+    _check_outputs(tmp_path / "out", "synthetic_invariance.nc")
+
+
+def test_mnist_study(tmp_path, data_env):
+    if not (data_env / "mnist").is_dir():
+        pytest.skip(f"MNIST files not found in {data_env}")
+    args = ["--quick", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+            "--classifier-cache", str(tmp_path / "cache"), "--variants", "trace_28", "white_28"]
+    assert _study("mnist_28_to_56").main(args) == 0
+    _check_outputs(tmp_path / "out", "mnist_28_to_56.nc")
+
+
+def test_multilevel_cost_study(tmp_path):
+    args = ["--quick", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")]
+    assert _study("multilevel_cost").main(args) == 0
+    _check_outputs(tmp_path / "out", "multilevel_cost.nc")
