@@ -21,7 +21,7 @@ from .grid import Grid, from_dataarray, resample, subsample, to_dataarray
 from .parametrization import eta_to_qscore, eta_to_x0, qscore_to_eta, x0_to_eta
 from .sde import SDE, VESDE, VPSDE, sde_from_dict
 from .losses import dsm_loss, sample_time
-from .models import FNOScore, NeuralopFNOScore, build_model
+from .models import FNOScore, NeuralopFNOScore, QColouredOutput, ScoreNeuralOperator, build_model
 from .oracles import GaussianMixtureScore, GaussianScore
 from .sampling import sample, sample_coarse_to_fine
 from .timesteps import time_steps
@@ -38,7 +38,13 @@ from .multilevel import MultilevelSchedule, hierarchy, mlmc_loss
 from .config import ConfigError, RunConfig, load_config
 from .training import EMA, TrainingDiverged, load_run, train, train_from_config
 from .io import CheckpointError, load_checkpoint, save_checkpoint
-from . import metrics
+from .invariance import evaluate_invariance
+from .embedding_kme import KernelMeanEmbedding, prototype_encoding
+from .tasks.gmm import GaussianMixture, GMMFamily
+from .sno_training import SNOTrainConfig, relative_score_error, sno_point_score, train_sno
+from .kernel import EmpiricalKernelScore, WPOKernelScore, train_wpo
+from .ndsm import NDSM, ReferenceMixture, fit_reference_mixture
+from . import metrics, points
 
 __version__ = "0.1.0"
 
@@ -51,7 +57,7 @@ __all__ = [
     "SDE", "VPSDE", "VESDE", "sde_from_dict",
     "eta_to_qscore", "qscore_to_eta", "eta_to_x0", "x0_to_eta",
     # models, losses, oracles, samplers
-    "FNOScore", "NeuralopFNOScore", "build_model", "dsm_loss", "sample_time",
+    "FNOScore", "NeuralopFNOScore", "QColouredOutput", "build_model", "dsm_loss", "sample_time",
     "GaussianScore", "GaussianMixtureScore", "sample", "sample_coarse_to_fine", "time_steps",
     # data
     "MNIST", "load_mnist", "GaussianRandomField", "LogNormalField", "ThresholdedField", "DarcyFlow",
@@ -60,5 +66,11 @@ __all__ = [
     "MultilevelSchedule", "hierarchy", "mlmc_loss", "RunConfig", "ConfigError", "load_config",
     "train", "train_from_config", "load_run", "EMA", "TrainingDiverged",
     "save_checkpoint", "load_checkpoint", "CheckpointError",
-    "metrics",
+    # evaluation
+    "metrics", "points", "evaluate_invariance",
+    # Score Neural Operator
+    "ScoreNeuralOperator", "KernelMeanEmbedding", "prototype_encoding", "GaussianMixture", "GMMFamily",
+    "SNOTrainConfig", "train_sno", "sno_point_score", "relative_score_error",
+    # kernel score models and nonlinear DSM
+    "EmpiricalKernelScore", "WPOKernelScore", "train_wpo", "NDSM", "ReferenceMixture", "fit_reference_mixture",
 ]

@@ -94,6 +94,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_invariance(args: argparse.Namespace) -> int:
+    from .invariance import evaluate_invariance
+
+    out = Path(args.out) if args.out else Path(args.run) / "invariance"
+    evaluate_invariance(args.run, args.resolutions, n_samples=args.n, sampler=args.sampler, steps=args.steps,
+                        seed=args.seed, out_dir=out, progress=not args.quiet)
+    print(f"wrote {out}/invariance.nc, invariance.png, invariance.txt")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fsdiff", description="Score-based diffusion in function space.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -139,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.set_defaults(func=_cmd_sample)
+
+    v = sub.add_parser("invariance", help="evaluate a trained run at several resolutions against reference data")
+    v.add_argument("run", help="run directory or checkpoint file")
+    v.add_argument("--resolutions", type=int, nargs="+", default=[16, 32, 64, 128])
+    v.add_argument("--n", type=int, default=64, help="generated samples per resolution")
+    v.add_argument("--sampler", default="em", choices=["em", "pc", "ode", "ode_adaptive"])
+    v.add_argument("--steps", type=int, default=100)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--out", default=None, help="output folder (default: RUN/invariance)")
+    v.add_argument("--quiet", action="store_true")
+    v.add_argument("--threads", type=int, default=None)
+    v.set_defaults(func=_cmd_invariance)
     return p
 
 

@@ -328,16 +328,22 @@ def _asdict(cfg) -> dict:
 
 # --------------------------------------------------------------------------- config-level API
 def _build(cfg: RunConfig):
+    from .config import ConfigError
     from .data import dataset_from_dict
-    from .models import build_model
+    from .models import QColouredOutput, build_model
 
     grid = cfg.grid.build()
     sde = cfg.sde.build()
     dataset = dataset_from_dict(cfg.data.spec())
     spec = cfg.model.spec(in_channels=int(getattr(dataset, "channels", 1)))
+    output = spec.pop("output", "eta")
+    if output not in ("eta", "whitened"):
+        raise ConfigError(f"model.output: must be 'eta' or 'whitened' (Q^(1/2)-coloured output); got {output!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.training.seed)
         model = build_model(spec)
+    if output == "whitened":
+        model = QColouredOutput(model, sde.covariance)
     return grid, sde, dataset, model
 
 

@@ -15,18 +15,21 @@ from torch import nn
 from .baseline import NeuralopFNOScore
 from .embedding import SinusoidalTimeEmbedding, TimeFiLM, periodic_features
 from .fno_score import FNOScore
+from .preconditioning import QColouredOutput
+from .sno import ScoreNeuralOperator
 from .spectral import SpectralConv
 
 __all__ = [
     "FNOScore", "NeuralopFNOScore", "SpectralConv", "SinusoidalTimeEmbedding", "TimeFiLM",
-    "periodic_features", "build_model", "MODEL_TYPES",
+    "periodic_features", "build_model", "MODEL_TYPES", "QColouredOutput", "ScoreNeuralOperator",
 ]
 
 #: ``spec["type"]`` -> model class (a fixed table, not filled at import by side effects).
 MODEL_TYPES: dict[str, type[nn.Module]] = {
     "fno_score": FNOScore,
     "neuralop_fno": NeuralopFNOScore,
-    "sno": __import__("fsdiff.models.sno", fromlist=["ScoreNeuralOperator"]).ScoreNeuralOperator,
+    "sno": ScoreNeuralOperator,
+    "q_coloured": QColouredOutput,
 }
 
 
