@@ -396,3 +396,30 @@ def load_run(run_dir_or_ckpt: str | Path) -> tuple[nn.Module, SDE, Grid, RunConf
     model.eval()
     sde = sde_from_dict(ck["sde"]) if "sde" in ck else cfg.sde.build()
     return model, sde, cfg.grid.build(), cfg
+
+
+def train_to_target(model: nn.Module, sde: SDE, dataset, schedule: MultilevelSchedule, cfg: TrainingConfig,
+                    run_dir: str | Path, target: float | None, budget_s: float) -> dict:
+    """Train until the finest level's validation loss reaches ``target`` or ``budget_s`` seconds pass.
+
+    Used to compare schedules by wall-clock to equal finest-level validation loss. Returns
+    ``{"schedule", "curve": [(wall_s, step, val_loss)], "hit": {wall_s, step, val} | None,
+    "levels", "steps", "wall_s"}``.
+    """
+    fine = schedule.grids[-1].shape[0]
+    curve: list[tuple[float, int, float]] = []
+    hit: dict = {}
+
+    def callback(row: dict) -> bool:
+        v = row.get(f"val_loss_{fine}")
+        if v is None:
+            return row["wall_s"] > budget_s
+        curve.append((row["wall_s"], row["step"], v))
+        if target is not None and v <= target and not hit:
+            hit.update(wall_s=row["wall_s"], step=row["step"], val=v)
+            return True
+        return row["wall_s"] > budget_s
+
+    out = train(model, sde, dataset, schedule, cfg, run_dir, progress=False, callback=callback)
+    return {"schedule": schedule.kind, "curve": curve, "hit": hit or None, "levels": out["levels"],
+            "steps": out["step"], "wall_s": out["wall_s"]}

@@ -51,7 +51,7 @@ def run(kind: str, args, grids, data, sde, target: float | None, run_dir) -> dic
     from fsdiff.config import TrainingConfig
     from fsdiff.models import FNOScore
     from fsdiff.multilevel import MultilevelSchedule
-    from fsdiff.training import train
+    from fsdiff.training import train_to_target
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -68,23 +68,7 @@ def run(kind: str, args, grids, data, sde, target: float | None, run_dir) -> dic
     cfg = TrainingConfig(steps=steps, batch_size=args.batch, lr=args.lr, warmup_steps=20, final_lr_ratio=1.0,
                          ema_decay=args.ema, grad_clip=1.0, n_val=args.n_val, eval_every=args.eval_every,
                          checkpoint_every=0, log_every=10**9, seed=args.seed)
-    curve: list[tuple[float, int, float]] = []
-    hit: dict = {}
-    fine = grids[-1].shape[0]
-
-    def callback(row: dict) -> bool:
-        v = row.get(f"val_loss_{fine}")
-        if v is None:
-            return row["wall_s"] > args.budget
-        curve.append((row["wall_s"], row["step"], v))
-        if target is not None and v <= target and not hit:
-            hit.update(wall_s=row["wall_s"], step=row["step"], val=v)
-            return True
-        return row["wall_s"] > args.budget
-
-    out = train(model, sde, data, sched, cfg, run_dir, progress=False, callback=callback)
-    return {"schedule": kind, "curve": curve, "hit": hit or None, "levels": out["levels"], "steps": out["step"],
-            "wall_s": out["wall_s"]}
+    return train_to_target(model, sde, data, sched, cfg, run_dir, target, args.budget)
 
 
 def main(argv: list[str] | None = None) -> int:
