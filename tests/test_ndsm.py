@@ -52,6 +52,19 @@ def test_reference_fit_recovers_weights():
     torch.testing.assert_close(mix.score(xx.detach()), g)
 
 
+def test_reference_fit_restarts_escape_a_bad_local_optimum():
+    # seed 4: a single k-means++ start puts two centres on the 0.8 cluster (weights ~0.45/0.36/0.19)
+    x = imbalanced_mixture(1000, torch.Generator().manual_seed(4))
+    one = fit_reference_mixture(x, 3, generator=torch.Generator().manual_seed(4), n_init=1)
+    five = fit_reference_mixture(x, 3, generator=torch.Generator().manual_seed(4), n_init=5)
+    # the first restart of n_init=5 is the n_init=1 fit, so the kept fit is at least as likely
+    assert float(five.log_prob(x.double()).mean()) >= float(one.log_prob(x.double()).mean())
+    w = torch.sort(five.weights, descending=True).values
+    assert torch.allclose(w, torch.tensor([0.8, 0.15, 0.05], dtype=torch.float64), atol=0.03), w
+    with pytest.raises(ValueError, match="n_init"):
+        fit_reference_mixture(x, 3, n_init=0)
+
+
 def test_standard_normal_reference_is_vp():
     proc = NDSM(standard_normal_reference(2), SDE, steps=50)
     x = torch.randn(4, 2, dtype=torch.float64)
@@ -147,3 +160,16 @@ def test_bad_inputs():
         ndsm_loss(_model(), torch.zeros(3, 2), proc, n=50)
     with pytest.raises(ValueError):
         fit_reference_mixture(torch.zeros(5, 2), 3, method="gmm")
+
+
+def test_steps_for_meets_the_rate():
+    mix = ReferenceMixture(torch.tensor([0.5, 0.5], dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64),
+                           torch.tensor([0.02, 0.5], dtype=torch.float64))
+    sde = fd.VPSDE(fd.White(), beta_min=0.1, beta_max=20.0)
+    n = NDSM.steps_for(mix, sde, rate=0.125)
+    assert n == math.ceil(20.0 / (2 * 0.02 * 0.125))  # 4000
+    rate = lambda k: 20.0 * (1.0 / k) / (2 * 0.02)  # noqa: E731
+    assert rate(n) <= 0.125 < rate(n - 1)
+    assert NDSM.steps_for(standard_normal_reference(2), sde, min_steps=100) == 100
+    with pytest.raises(ValueError, match="rate"):
+        NDSM.steps_for(mix, sde, rate=2.5)
