@@ -20,8 +20,10 @@ What it shows
    held-out digits and the L1 error of the cluster occupation of generated samples.
 
 Runtime (2 CPU cores shared with other jobs, 1 thread): about 6-8 minutes with the defaults.
-Defaults: n in {30, 100, 1000}; 1500 Adam steps, batch 256; NDSM grid 1000 steps (the fitted
-reference has v_min ~ 0.02, so EM needs dt < 4 v_min / beta_max); 3000 samples; VP beta in [0.1, 20].
+Defaults: n in {30, 100, 1000}; 1500 Adam steps, batch 256; NDSM grid from
+``NDSM.steps_for(pi_ref, rate=0.125)`` (``beta_max dt / (2 v_min) <= 1/8``; the fitted references
+have v_min ~ 0.01-0.02, so 3000-7000 steps: at rate ~0.45 EM's bias put 2-7% of the samples
+off every mode), the DSM sampler on a grid of the same size; 3000 samples; VP beta in [0.1, 20].
 
 Run: ``python resolution_studies/ndsm_study.py [--quick] [--no-mnist]``; writes
 ``resolution_studies/results/ndsm/{summary.md, results.json, samples.png, grad_variance.png, mnist7_samples.png}``.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -129,19 +132,21 @@ def part1(args, gen, sde) -> tuple[list[dict], dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mix = fit_reference_mixture(data, 3, method="em", generator=gen)
-        proc = NDSM(mix, sde, steps=args.ndsm_steps)
+        steps = NDSM.steps_for(mix, sde, rate=args.rate, min_steps=args.ndsm_steps)
+        proc = NDSM(mix, sde, steps=steps)
         for method in ("dsm", "ndsm"):
             t0 = time.perf_counter()
             if method == "dsm":
                 net, secs = train_dsm(data, sde, args, gen)
                 with torch.no_grad():
-                    x = sample_points(net, sde, args.n_gen, 2, steps=args.ndsm_steps, generator=gen)
+                    x = sample_points(net, sde, args.n_gen, 2, steps=steps, generator=gen)
             else:
                 net, secs = train_ndsm(data, proc, sde, args, gen)
                 with torch.no_grad():
                     x = ndsm_sample(net, proc, args.n_gen, gen)
             w, off = mode_stats(x, means, STD)
-            row = {"n_train": n, "method": method, "weights": w.tolist(), "weight_l1_error": float(np.abs(w - WEIGHTS).sum()),
+            row = {"n_train": n, "method": method, "grid_steps": steps, "pi_ref_var_min": float(mix.variances.min()),
+                   "weights": w.tolist(), "weight_l1_error": float(np.abs(w - WEIGHTS).sum()),
                    "weight_l1_vs_trainset": float(np.abs(w - emp_w).sum()), "trainset_weights": emp_w.tolist(),
                    "pi_ref_weights": mix.weights.tolist(), "off_mode_fraction": off,
                    "energy_distance": point_energy_distance(x, truth), "train_seconds": secs,
@@ -199,7 +204,7 @@ def part3(args, gen, sde) -> dict:
     x = ((x - mean) / scale).float()
     data, test = x[: args.mnist_train], x[args.mnist_train:]
     mix = fit_reference_mixture(data, 10, method="kmeans", generator=gen)
-    steps = max(100, math.ceil(sde.beta_max / float(mix.variances.min())))  # r = beta dt / (2 v) <= 0.5
+    steps = NDSM.steps_for(mix, sde, rate=args.rate)
     proc = NDSM(mix, sde, steps)
     # cluster occupation measured with k-means centres of the held-out set's own clustering
     cent, lab = kmeans(test, 10, generator=gen)
@@ -235,19 +240,21 @@ def part3(args, gen, sde) -> dict:
     return res
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-mnist", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=OUT, help="output folder (default: results/ndsm)")
+    args = ap.parse_args(argv)
+    out = args.out
     torch.set_num_threads(1)
     args.sizes, args.steps, args.batch, args.hidden, args.bank = [30, 100, 1000], 1500, 256, 128, 2048
-    args.ndsm_steps, args.n_gen, args.var_batch = 1000, 3000, 1000
+    args.ndsm_steps, args.n_gen, args.var_batch, args.rate = 1000, 3000, 1000, 0.125
     args.dts_gauss, args.dts_mix = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4], [3e-3, 1e-3, 3e-4, 1e-4]
     args.mnist_train, args.mnist_gen = 1000, 1000
     if args.quick:
-        args.sizes, args.steps, args.n_gen, args.var_batch, args.bank = [30], 30, 300, 100, 256
+        args.sizes, args.steps, args.n_gen, args.var_batch, args.bank, args.rate = [30], 30, 300, 100, 256, 1.0
         args.dts_gauss, args.dts_mix, args.mnist_train, args.mnist_gen = [1e-1, 1e-2], [3e-3, 1e-3], 200, 200
     gen = torch.Generator().manual_seed(args.seed)
     sde = fd.VPSDE(fd.White(), beta_min=0.1, beta_max=20.0)
@@ -272,7 +279,7 @@ def main() -> None:
             ax.set_xlim(-2.5, 2.5), ax.set_ylim(-2.5, 2.5), ax.set_xticks([]), ax.set_yticks([])
             r = next(r for r in rows if r["n_train"] == n and r["method"] == m)
             ax.set_title(f"{m}, n={n}: w=" + "/".join(f"{v:.2f}" for v in r["weights"]), fontsize=8)
-    save_figure(fig, OUT / "samples.png")
+    save_figure(fig, out / "samples.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (name, res) in zip(axes, var.items()):
@@ -280,7 +287,7 @@ def main() -> None:
             ax.loglog(res["dt"], res[cv], "o-", label=f"{lab} (slope {res[f'slope_{cv}']:.2f})")
         ax.set_xlabel("dt"), ax.set_ylabel("tr Cov[per-sample gradient]"), ax.set_title(f"pi_ref = {name}, t = 0.5")
         ax.legend(fontsize=8)
-    save_figure(fig, OUT / "grad_variance.png")
+    save_figure(fig, out / "grad_variance.png")
 
     if mn is not None:
         fig, axes = plt.subplots(2, 10, figsize=(13, 3))
@@ -289,24 +296,25 @@ def main() -> None:
                 axes[i, j].imshow(mn["_samples"][m][j].numpy(), cmap="gray")
                 axes[i, j].axis("off")
             axes[i, 0].set_title(m, fontsize=8, loc="left")
-        save_figure(fig, OUT / "mnist7_samples.png")
+        save_figure(fig, out / "mnist7_samples.png")
         mn = {k: v for k, v in mn.items() if k != "_samples"}
 
-    write_json(OUT / "results.json", {"config": vars(args), "imbalanced": rows, "grad_variance": var, "mnist": mn,
+    write_json(out / "results.json", {"config": vars(args), "imbalanced": rows, "grad_variance": var, "mnist": mn,
                                       "total_seconds": total})
 
     # ------------------------------------------------------------------ summary
     L = ["# Nonlinear DSM vs standard DSM", "",
          f"Run: `python resolution_studies/ndsm_study.py{' --quick' if args.quick else ''}` — total {total:.0f} s on 1 thread "
          f"(2 shared cores), seed {args.seed}. Same MLP, {args.steps} Adam steps of batch {args.batch} for both methods; "
-         f"NDSM grid {args.ndsm_steps} steps, DSM reverse EM {args.ndsm_steps} steps; {args.n_gen} samples.", "",
+         f"NDSM grid `NDSM.steps_for(pi_ref, rate={args.rate})` (at least {args.ndsm_steps} steps; column `grid`), "
+         f"DSM reverse EM on a grid of the same size; pi_ref: 3-component EM fit (5 restarts); {args.n_gen} samples.", "",
          "## 1. Imbalanced mixture (weights 0.8 / 0.15 / 0.05)", "",
          "`L1 true`: L1 distance of the recovered mode weights to (0.8, 0.15, 0.05); `L1 train`: to the training "
          "set's own mode fractions (what a perfect fit of the training set would give); `off`: fraction of samples "
          "more than 4 std from every mode; energy distance to fresh data (lower is better).", "",
-         "| n | method | weights | L1 true | L1 train | off | energy dist. | train s |", "|---|---|---|---|---|---|---|---|"]
+         "| n | method | grid | weights | L1 true | L1 train | off | energy dist. | train s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        L.append(f"| {r['n_train']} | {r['method']} | {'/'.join(f'{v:.3f}' for v in r['weights'])} | {r['weight_l1_error']:.3f} | "
+        L.append(f"| {r['n_train']} | {r['method']} | {r['grid_steps']} | {'/'.join(f'{v:.3f}' for v in r['weights'])} | {r['weight_l1_error']:.3f} | "
                  f"{r['weight_l1_vs_trainset']:.3f} | {r['off_mode_fraction']:.3f} | {r['energy_distance']:.4f} | {r['train_seconds']:.0f} |")
     L += ["", "Training-set mode fractions: " + "; ".join(
         f"n={r['n_train']}: {'/'.join(f'{v:.3f}' for v in r['trainset_weights'])}" for r in rows if r["method"] == "dsm"), "",
@@ -334,9 +342,10 @@ def main() -> None:
         L += [f"| heldout_data | {r['energy_distance_L2']:.4f} | {r['cluster_weight_l1']:.3f} | - |", "", "Samples: `mnist7_samples.png`.", ""]
     L += ["Figures: `samples.png`, `grad_variance.png`.", ""]
     text = "\n".join(L)
-    atomic_write(OUT / "summary.md", lambda f: f.write(text), binary=False)
+    atomic_write(out / "summary.md", lambda f: f.write(text), binary=False)
     print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -60,3 +60,18 @@ def test_multilevel_cost_study(tmp_path):
     args = ["--quick", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")]
     assert _study("multilevel_cost").main(args) == 0
     _check_outputs(tmp_path / "out", "multilevel_cost.nc")
+
+
+def test_wpo_toy_study(tmp_path):
+    assert _study("wpo_toy").main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "swiss_roll_6d" in text and "Does Gamma align" in text
+    assert {p.name for p in tmp_path.glob("*.png")} >= {"samples.png", "gamma_ellipses.png", "swiss6d_alignment.png"}
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_ndsm_study(tmp_path):
+    assert _study("ndsm_study").main(["--quick", "--no-mnist", "--out", str(tmp_path)]) == 0
+    assert "control variate" in (tmp_path / "summary.md").read_text()
+    assert {p.name for p in tmp_path.glob("*.png")} >= {"samples.png", "grad_variance.png"}
+    assert (tmp_path / "results.json").is_file() and not list(tmp_path.glob(".tmp-*"))
