@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -55,6 +56,7 @@ from fsdiff.io import atomic_write, write_json  # noqa: E402
 from fsdiff.kernel import (  # noqa: E402
     EmpiricalKernelScore,
     WPOKernelScore,
+    data_precision_floor,
     point_energy_distance,
     point_memorization,
     train_wpo,
@@ -139,7 +141,8 @@ def run_set(name: str, args, gen: torch.Generator, sde: fd.VPSDE) -> tuple[dict,
         data = toy_data(name, args.n_train + args.n_test, gen)
         train, test = data[: args.n_train], data[args.n_train:]
     d = train.shape[1]
-    centres, loss_pts = train[: args.n_train // 2], train[args.n_train // 2:]
+    n_c, n_l = args.n_train // 2, int(0.35 * args.n_train)
+    centres, loss_pts, val_pts = train[:n_c], train[n_c: n_c + n_l], train[n_c + n_l:]
     rows, extra = [], {"train": train, "test": test}
 
     # empirical kernel: no training
@@ -155,15 +158,17 @@ def run_set(name: str, args, gen: torch.Generator, sde: fd.VPSDE) -> tuple[dict,
     extra["empirical"] = x
 
     # WPO kernel model
-    wpo = WPOKernelScore(centres, sde, hidden=64, depth=2)
-    log = train_wpo(wpo, loss_pts, steps=args.steps, batch=args.batch, lr=3e-3, generator=gen)
+    wpo = WPOKernelScore(centres, sde, hidden=64, depth=2, floor=data_precision_floor(train, args.floor_shrink))
+    log = train_wpo(wpo, loss_pts, steps=args.steps, batch=args.batch, lr=3e-3, generator=gen,
+                    val_points=val_pts, eval_every=10, patience=args.patience)
     t0 = time.perf_counter()
     x = sample(wpo, sde, args.n_gen, d, gen, args.sample_steps)
     with torch.no_grad():
         ll = float(wpo.log_prob(test, torch.full((test.shape[0],), EPS)).mean())
     r = evaluate("wpo", x, train, test, ll)
-    r.update(train_seconds=log.seconds, sample_seconds=time.perf_counter() - t0, train_steps=args.steps,
-             ism_first=float(np.mean(log.losses[:20])), ism_last=float(np.mean(log.losses[-20:])))
+    r.update(train_seconds=log.seconds, sample_seconds=time.perf_counter() - t0, train_steps=len(log.losses),
+             best_step=log.best_step, ism_first=float(np.mean(log.losses[:20])), ism_last=float(np.mean(log.losses[-20:])),
+             val_nll_best=min(log.val_losses), val_nll_last=log.val_losses[-1])
     rows.append(r)
     xd = wpo.sample(args.n_gen, gen)
     r = evaluate("wpo_direct", xd, train, test, float(wpo.log_prob(test, 0.0).mean().detach()))
@@ -210,11 +215,13 @@ def mnist_run(args, gen: torch.Generator, sde: fd.VPSDE) -> dict:
     mean, scale = x.mean(0), float(x.std())
     x = ((x - mean) / scale).float()
     train, test = x[:800], x[1600:]
-    centres, loss_pts = train[:400], train[400:]
-    wpo = WPOKernelScore(centres, sde, hidden=128, depth=2)
-    log = train_wpo(wpo, loss_pts, steps=args.mnist_steps, batch=128, lr=2e-3, generator=gen)
+    centres, loss_pts, val_pts = train[:400], train[400:700], train[700:]
+    wpo = WPOKernelScore(centres, sde, hidden=128, depth=2, floor=data_precision_floor(train, args.floor_shrink))
+    log = train_wpo(wpo, loss_pts, steps=args.mnist_steps, batch=128, lr=2e-3, generator=gen,
+                    val_points=val_pts, eval_every=10, patience=args.patience)
     emp = EmpiricalKernelScore(train, sde)
-    res = {"dim": 49, "n_train": 800, "n_test": 1000, "wpo_train_seconds": log.seconds,
+    res = {"dim": 49, "n_train": 800, "n_test": 1000, "wpo_train_seconds": log.seconds, "wpo_steps": len(log.losses),
+           "wpo_best_step": log.best_step, "val_nll_best": min(log.val_losses),
            "ism_first": float(np.mean(log.losses[:10])), "ism_last": float(np.mean(log.losses[-10:]))}
     as_fn = lambda v: v.double().reshape(-1, 1, 7, 7)  # noqa: E731
     for name, sc in (("empirical", emp), ("wpo", wpo)):
@@ -239,16 +246,22 @@ def fmt(v) -> str:
     return str(v)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     ap.add_argument("--mnist", action="store_true", help="also the 49-D Fourier-truncated MNIST run")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    ap.add_argument("--sets", default="swiss_roll,8gaussians,checkerboard,moons,swiss_roll_6d",
+                    help="comma-separated toy sets (figures need all five)")
+    ap.add_argument("--out", type=Path, default=OUT, help="output folder (default: results/wpo_toy)")
+    args = ap.parse_args(argv)
+    out = args.out
     torch.set_num_threads(1)
     args.n_train, args.n_test, args.n_gen, args.n_ll = 1000, 2000, 1000, 1000
-    args.steps, args.batch, args.sample_steps, args.ll_steps, args.mnist_steps = 800, 256, 400, 100, 200
-    sets = ["swiss_roll", "8gaussians", "checkerboard", "moons", "swiss_roll_6d"]
+    args.steps, args.batch, args.sample_steps, args.ll_steps, args.mnist_steps = 800, 256, 400, 100, 400
+    args.patience, args.floor_shrink = 15, 1e-2
+    sets = args.sets.split(",")
+    all_sets = sets == ["swiss_roll", "8gaussians", "checkerboard", "moons", "swiss_roll_6d"]
     if args.quick:
         args.n_train, args.n_test, args.n_gen, args.n_ll = 200, 400, 200, 100
         args.steps, args.sample_steps, args.ll_steps, args.mnist_steps = 50, 50, 20, 20
@@ -264,6 +277,11 @@ def main() -> None:
         for r in res["rows"]:
             print("   ", {k: fmt(v) for k, v in r.items() if k != "dataset"}, flush=True)
     mn = mnist_run(args, gen, sde) if args.mnist else None
+    if not all_sets:
+        print("--sets given: results printed only (figures and summary need all five sets)")
+        if mn is not None:
+            print({k: v for k, v in mn.items() if not k.endswith("_samples")})
+        return 0
 
     # ------------------------------------------------------------------ figures
     two_d = [s for s in sets if s != "swiss_roll_6d"]
@@ -279,7 +297,7 @@ def main() -> None:
                 ax.set_title(c)
             if j == 0:
                 ax.set_ylabel(s)
-    save_figure(fig, OUT / "samples.png")
+    save_figure(fig, out / "samples.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     for ax, s in zip(axes, ["swiss_roll", "moons"]):
@@ -294,7 +312,7 @@ def main() -> None:
             e = (U * np.sqrt(lam)) @ np.stack([np.cos(th), np.sin(th)])
             ax.plot(z[k, 0] + e[0], z[k, 1] + e[1], lw=0.6, c="C3")
         ax.set_aspect("equal"), ax.set_title(f"{s}: 1-sigma ellipses of Gamma^-1 (every 4th centre)")
-    save_figure(fig, OUT / "gamma_ellipses.png")
+    save_figure(fig, out / "gamma_ellipses.png")
 
     al = next(r for r in results if r["dataset"] == "swiss_roll_6d")["alignment"]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -303,7 +321,7 @@ def main() -> None:
     ax[0].set_title("fraction of tr(Gamma^-1) in the tangent plane"), ax[0].legend()
     ax[1].hist(al["_proj"], bins=40)
     ax[1].set_title("|P_tangent v_top|^2 (top covariance eigenvector)")
-    save_figure(fig, OUT / "swiss6d_alignment.png")
+    save_figure(fig, out / "swiss6d_alignment.png")
     for r in results:
         if "alignment" in r:
             r["alignment"] = {k: v for k, v in r["alignment"].items() if not k.startswith("_")}
@@ -315,19 +333,23 @@ def main() -> None:
                 axes[i, j].imshow(mn[nm + "_samples"][j].numpy(), cmap="gray")
                 axes[i, j].axis("off")
             axes[i, 0].set_title(nm, fontsize=8, loc="left")
-        save_figure(fig, OUT / "mnist7_samples.png")
+        save_figure(fig, out / "mnist7_samples.png")
         mn = {k: v for k, v in mn.items() if not k.endswith("_samples")}
 
     total = time.perf_counter() - t_all
-    write_json(OUT / "results.json", {"config": {k: v for k, v in vars(args).items()}, "eps": EPS,
+    write_json(out / "results.json", {"config": {k: v for k, v in vars(args).items()}, "eps": EPS,
                                       "sets": results, "mnist": mn, "total_seconds": total})
 
     # ------------------------------------------------------------------ summary
     L = ["# WPO kernel score model vs empirical kernel vs neural score (toy sets)", "",
          f"Run: `python resolution_studies/wpo_toy.py{' --quick' if args.quick else ''}{' --mnist' if args.mnist else ''}`"
          f" — total {total:.0f} s on 1 thread (2 shared cores). Seed {args.seed}.",
-         f"Training set {args.n_train} (WPO: {args.n_train // 2} centres + {args.n_train // 2} disjoint loss points), "
-         f"held-out {args.n_test}, {args.n_gen} samples per model; WPO: {args.steps} Adam steps, batch {args.batch}; MLP: same batch "
+         f"Training set {args.n_train} (WPO: {args.n_train // 2} centres, {int(0.35 * args.n_train)} disjoint loss points, "
+         f"the other {args.n_train - args.n_train // 2 - int(0.35 * args.n_train)} for validation), "
+         f"held-out {args.n_test}, {args.n_gen} samples per model; WPO: at most {args.steps} Adam steps of batch {args.batch}, "
+         f"held-out NLL every 10 steps, best weights kept, stop after {args.patience} evaluations without improvement "
+         "(`steps` = steps run, `best` = step kept); precision floor = inverse data covariance "
+         f"(`data_precision_floor`, shrink {args.floor_shrink}); MLP: same batch "
          "and the same wall-clock training time (steps in the table). "
          f"Reverse EM {args.sample_steps} steps to t = {EPS} + Tweedie denoising.", "",
          "Columns: held-out log-likelihood of p_eps (nats/point; MLP by probability-flow ODE on "
@@ -337,11 +359,11 @@ def main() -> None:
          "`heldout_data`: held-out points scored as if generated (the floor for fresh samples).", ""]
     for res in results:
         L += [f"## {res['dataset']} (d = {res['dim']}, {res['seconds']:.0f} s)", "",
-              "| model | held-out LL | energy dist. | memorized | NN ratio | train s | steps | sample s |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| model | held-out LL | energy dist. | memorized | NN ratio | train s | steps | best | sample s |",
+              "|---|---|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
             L.append(f"| {r['model']} | {fmt(r['heldout_ll'])} | {fmt(r['energy_distance'])} | {fmt(r['memorized_fraction'])} | "
-                     f"{fmt(r['nn_ratio_median'])} | {fmt(r.get('train_seconds', float('nan')))} | {r.get('train_steps', '-')} | {fmt(r.get('sample_seconds', float('nan')))} |")
+                     f"{fmt(r['nn_ratio_median'])} | {fmt(r.get('train_seconds', float('nan')))} | {r.get('train_steps', '-')} | {r.get('best_step', '-')} | {fmt(r.get('sample_seconds', float('nan')))} |")
         emp = res["rows"][0]
         L += ["", f"Empirical kernel LL at its best noise level t = {emp['best_t']}: {fmt(emp['heldout_ll_best_t'])} "
               "(a KDE with oracle-tuned bandwidth)."]
@@ -356,8 +378,9 @@ def main() -> None:
         L.append("")
     if mn is not None:
         L += ["## Function space: MNIST truncated to Fourier modes |k| <= 3 (7x7 grid, 49-D)", "",
-              f"{mn['n_train']} training digits (WPO: 400 centres + 400 loss points, {args.mnist_steps} ISM steps, "
-              f"{mn['wpo_train_seconds']:.0f} s; ISM {mn['ism_first']:.3g} -> {mn['ism_last']:.3g}), "
+              f"{mn['n_train']} training digits (WPO: 400 centres, 300 loss points, 100 validation points; "
+              f"{mn['wpo_steps']} of at most {args.mnist_steps} ISM steps, weights of step {mn['wpo_best_step']} kept, "
+              f"{mn['wpo_train_seconds']:.0f} s; training ISM {mn['ism_first']:.3g} -> {mn['ism_last']:.3g}), "
               f"{mn['n_test']} held-out. Distances in L² with the 7x7 grid's quadrature, standardised pixel units.", "",
               "| model | held-out LL | energy dist. | memorized | NN ratio |", "|---|---|---|---|---|"]
         for nm in ("empirical", "wpo"):
@@ -371,9 +394,10 @@ def main() -> None:
     L += ["Figures: `samples.png` (2-D samples per model), `gamma_ellipses.png` (learned covariances), "
           "`swiss6d_alignment.png` (tangent fractions over centres).", ""]
     text = "\n".join(L)
-    atomic_write(OUT / "summary.md", lambda f: f.write(text), binary=False)
+    atomic_write(out / "summary.md", lambda f: f.write(text), binary=False)
     print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
