@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args.dts_gauss, args.dts_mix = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4], [3e-3, 1e-3, 3e-4, 1e-4]
     args.mnist_train, args.mnist_gen = 1000, 1000
     if args.quick:
-        args.sizes, args.steps, args.n_gen, args.var_batch, args.bank, args.rate = [30], 30, 300, 100, 256, 1.0
+        args.sizes, args.steps, args.n_gen, args.var_batch, args.bank, args.rate = [30], 30, 300, 100, 256, 0.5
         args.dts_gauss, args.dts_mix, args.mnist_train, args.mnist_gen = [1e-1, 1e-2], [3e-3, 1e-3], 200, 200
     gen = torch.Generator().manual_seed(args.seed)
     sde = fd.VPSDE(fd.White(), beta_min=0.1, beta_max=20.0)
