@@ -44,7 +44,9 @@ distance is the Euclidean one) and call :mod:`fsdiff.metrics`.
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -444,9 +446,6 @@ def train_wpo(
     to mass a centre spreads into regions without data (its score there is never evaluated),
     which the held-out likelihood sees; hence the default.
     """
-    import copy
-    import time
-
     _check_points(loss_points, model.d, "loss_points")
     with torch.no_grad():
         dmin = torch.cdist(loss_points.double(), model.centres.double()).min()

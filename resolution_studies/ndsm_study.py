@@ -32,7 +32,6 @@ Run: ``python resolution_studies/ndsm_study.py [--quick] [--no-mnist]``; writes
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
