@@ -52,6 +52,7 @@ __all__ = [
     "ndsm_sample",
     "point_dsm_loss",
     "MLPScore",
+    "fit_steps",
     "train_score",
     "per_sample_gradients",
 ]
@@ -393,24 +394,33 @@ class MLPScore(nn.Module):
         return out
 
 
-def train_score(model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
-                steps: int, batch: int = 256, lr: float = 2e-3, generator: torch.Generator | None = None) -> tuple[list[float], float]:
-    """Adam on ``loss_fn(x0_batch).mean()`` with batches drawn from ``data (n, d)``; returns ``(losses, seconds)``."""
+def fit_steps(model: nn.Module, loss_of_step: Callable[[int], torch.Tensor], steps: int,
+              lr: float = 2e-3) -> tuple[list[float], float]:
+    """Adam with a cosine schedule on ``loss_of_step(i).mean()`` for ``i = 0..steps-1``
+    (the callable draws its own batch); returns ``(losses, seconds)``."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses: list[float] = []
     t0 = time.perf_counter()
-    for _ in range(steps):
-        idx = torch.randint(data.shape[0], (batch,), generator=generator)
-        loss = loss_fn(data[idx]).mean()
+    for i in range(steps):
+        loss = loss_of_step(i).mean()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became non-finite at step {len(losses)}")
+            raise FloatingPointError(f"training loss became non-finite at step {i}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
     return losses, time.perf_counter() - t0
+
+
+def train_score(model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
+                steps: int, batch: int = 256, lr: float = 2e-3, generator: torch.Generator | None = None) -> tuple[list[float], float]:
+    """:func:`fit_steps` on ``loss_fn(x0_batch)`` with batches drawn from ``data (n, d)``; returns ``(losses, seconds)``."""
+    def loss_of_step(_: int) -> torch.Tensor:
+        return loss_fn(data[torch.randint(data.shape[0], (batch,), generator=generator)])
+
+    return fit_steps(model, loss_of_step, steps, lr)
 
 
 def per_sample_gradients(model: nn.Module, losses: Callable[[PointScore], torch.Tensor]) -> torch.Tensor:

@@ -51,6 +51,7 @@ from fsdiff.kernel import point_energy_distance  # noqa: E402
 from fsdiff.ndsm import (  # noqa: E402
     NDSM,
     MLPScore,
+    fit_steps,
     fit_reference_mixture,
     kmeans,
     ndsm_loss,
@@ -68,29 +69,12 @@ WEIGHTS = (0.8, 0.15, 0.05)
 STD = 0.15
 
 
-def train(model: torch.nn.Module, loss_of_batch, steps: int, lr: float = 2e-3) -> tuple[list[float], float]:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    losses = []
-    t0 = time.perf_counter()
-    for i in range(steps):
-        loss = loss_of_batch(i).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {i}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    return losses, time.perf_counter() - t0
-
-
 def train_dsm(data: torch.Tensor, sde, args, gen) -> tuple[MLPScore, float]:
     torch.manual_seed(args.seed)  # network init
     net = MLPScore(data.shape[1], sde, hidden=args.hidden, depth=3, base=lambda x: -x)
     def batch(i):
         return point_dsm_loss(net, data[torch.randint(data.shape[0], (args.batch,), generator=gen)], sde, gen)
-    _, secs = train(net, batch, args.steps)
+    _, secs = fit_steps(net, batch, args.steps)
     return net, secs
 
 
@@ -109,7 +93,7 @@ def train_ndsm(data: torch.Tensor, proc: NDSM, sde, args, gen, cv="exact") -> tu
         xn = bank["paths"][n, j]
         return ndsm_loss(net, xn, proc, gen, control_variate=cv, n=n, xn=xn)
 
-    _, secs = train(net, batch, args.steps)
+    _, secs = fit_steps(net, batch, args.steps)
     return net, secs
 
 

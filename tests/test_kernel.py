@@ -183,6 +183,7 @@ def test_validation_early_stopping_restores_the_best_weights():
     train_wpo keeps the best weights, and patience stops the run early."""
     from fsdiff.toy2d import swiss_roll_6d
 
+    torch.manual_seed(0)  # parameter init only; data and batches come from generators
     gen = torch.Generator().manual_seed(1)
     x = swiss_roll_6d(400, gen)
     m = WPOKernelScore(x[:150], None)
@@ -190,7 +191,7 @@ def test_validation_early_stopping_restores_the_best_weights():
                     eval_every=5, patience=None, val_metric="ism")
     assert len(log.losses) == 200 and log.val_steps[0] == 0 and log.val_steps[-1] == 200
     assert log.best_step < 100 and log.val_losses[-1] > min(log.val_losses) + 100
-    assert log.losses[-1] < log.losses[0] - 500  # the training loss alone would not show it
+    assert min(log.losses[100:]) < log.losses[0] - 500  # the (noisy) training loss alone would not show it
     with torch.no_grad():
         assert float(ism_loss(m, x[300:]).mean()) == pytest.approx(min(log.val_losses), rel=1e-6)
     m2 = WPOKernelScore(x[:150], None)
