@@ -21,7 +21,8 @@ from .grid import Grid, from_dataarray, resample, subsample, to_dataarray
 from .parametrization import eta_to_qscore, eta_to_x0, qscore_to_eta, x0_to_eta
 from .sde import SDE, VESDE, VPSDE, sde_from_dict
 from .losses import dsm_loss, sample_time
-from .models import FNOScore, NeuralopFNOScore, QColouredOutput, ScoreNeuralOperator, build_model
+from .models import (FNOScore, NeuralopFNOScore, QColouredOutput, ScoreNeuralOperator, SpectralPreconditioner,
+                     UNOScore, build_model)
 from .oracles import GaussianMixtureScore, GaussianScore
 from .sampling import sample, sample_coarse_to_fine
 from .timesteps import time_steps
@@ -34,6 +35,7 @@ from .data import (
     dataset_from_dict,
     load_mnist,
 )
+from .data.statistics import SpectralStatistics
 from .multilevel import MultilevelSchedule, hierarchy, mlmc_loss
 from .config import ConfigError, RunConfig, load_config
 from .training import EMA, TrainingDiverged, load_run, train, train_from_config
@@ -57,7 +59,8 @@ __all__ = [
     "SDE", "VPSDE", "VESDE", "sde_from_dict",
     "eta_to_qscore", "qscore_to_eta", "eta_to_x0", "x0_to_eta",
     # models, losses, oracles, samplers
-    "FNOScore", "NeuralopFNOScore", "QColouredOutput", "build_model", "dsm_loss", "sample_time",
+    "FNOScore", "NeuralopFNOScore", "QColouredOutput", "UNOScore", "SpectralPreconditioner",
+    "SpectralStatistics", "build_model", "dsm_loss", "sample_time",
     "GaussianScore", "GaussianMixtureScore", "sample", "sample_coarse_to_fine", "time_steps",
     # data
     "MNIST", "load_mnist", "GaussianRandomField", "LogNormalField", "ThresholdedField", "DarcyFlow",

@@ -67,6 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import train_from_config
 
     cfg = load_config(args.config, args.set)
+    _download_if_asked(args, _mnist_kinds(cfg.data.spec()))
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
     ckpt = train_from_config(cfg, run_dir, resume=args.resume, progress=not args.quiet)
     print(f"run directory: {run_dir}\nfinal checkpoint: {ckpt}")
@@ -92,6 +93,36 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     for p in output_paths(args.out, shapes):
         print(f"wrote {p} and {p.with_suffix('.png')}")
     return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .training import export_run
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    path = export_run(args.run, out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB: EMA weights, config, SDE, data statistics)")
+    return 0
+
+
+def _download_if_asked(args: argparse.Namespace, kinds: list[str]) -> None:
+    """``--download``: fetch the MNIST-type files the run needs into the data root (default ~/.cache/fsdiff/data)."""
+    if not getattr(args, "download", False) or not kinds:
+        return
+    import os
+
+    from .data.mnist import DATA_ENV_VAR, download_mnist
+
+    root = Path(os.environ.get(DATA_ENV_VAR) or Path("~/.cache/fsdiff/data").expanduser())
+    os.environ[DATA_ENV_VAR] = str(root)
+    for kind in kinds:
+        for split in ("train", "test"):
+            download_mnist(root, kind, split)
+
+
+def _mnist_kinds(data_spec: dict) -> list[str]:
+    return [data_spec.get("kind", "mnist")] if data_spec.get("type") == "mnist" else []
 
 
 def _cmd_invariance(args: argparse.Namespace) -> int:
@@ -134,7 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    t.add_argument("--download", action="store_true",
+                   help="download MNIST / Fashion-MNIST first if missing (into $FSDIFF_DATA_DIR or ~/.cache/fsdiff/data)")
     t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("export", help="write a small pretrained-model file (EMA weights, config, statistics) from a run")
+    e.add_argument("run", help="run directory or checkpoint file")
+    e.add_argument("--out", required=True, help="output .pt file")
+    e.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    e.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("sample", help="sample a trained run at any resolution")
     s.add_argument("run", help="run directory or checkpoint file")

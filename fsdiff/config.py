@@ -156,13 +156,15 @@ class TrainingConfig:
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2
     log_every: int = 1
+    time_limit_s: float = 0.0  # 0: none; else stop (with a checkpoint) once training wall-clock exceeds it
 
     def __post_init__(self):
         positive = ("steps", "batch_size", "n_val", "keep_checkpoints", "log_every")
         for k in positive:
             if getattr(self, k) < 1:
                 _fail(f"training.{k}", f"must be >= 1; got {getattr(self, k)}")
-        for k in ("micro_batch_size", "warmup_steps", "eval_every", "checkpoint_every", "weight_decay", "grad_clip"):
+        for k in ("micro_batch_size", "warmup_steps", "eval_every", "checkpoint_every", "weight_decay", "grad_clip",
+                  "time_limit_s"):
             if getattr(self, k) < 0:
                 _fail(f"training.{k}", f"must be >= 0; got {getattr(self, k)}")
         if not (math.isfinite(self.lr) and self.lr > 0):

@@ -65,10 +65,13 @@ def sample_run(
     progress: bool = True,
     attrs: dict | None = None,
     n_plot: int = 16,
+    time_grid: str = "edm",
+    cmap: str = "viridis",
 ) -> dict[tuple[int, ...], torch.Tensor]:
     """Sample ``n`` functions at each grid shape with one seed; optionally write netCDF + PNG.
 
-    Every resolution starts from ``torch.Generator().manual_seed(seed)``: the prior draws are
+    ``cmap`` colours the PNG grids (``"gray"`` for grey-scale images). Every resolution starts from
+    ``torch.Generator().manual_seed(seed)``: the prior draws are
     nested, so the samples at different resolutions are driven by the same random function.
     Returns ``{shape: (n, channels, *shape)}``.
     """
@@ -81,11 +84,11 @@ def sample_run(
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             x = sample(model, sde, grid, n, channels=channels, sampler=sampler, steps=steps, generator=gen,
-                       chunk_size=chunk_size, progress=progress)
+                       chunk_size=chunk_size, progress=progress, time_grid=time_grid)
         results[shape] = x
         if path is not None:
             meta = {
-                "sampler": sampler, "steps": steps, "seed": seed, "resolution": "x".join(map(str, shape)),
+                "sampler": sampler, "steps": steps, "time_grid": time_grid, "seed": seed, "resolution": "x".join(map(str, shape)),
                 "train_resolution": "x".join(map(str, train_grid.shape)),
                 "sde": json.dumps(sde.to_dict()), "covariance": repr(sde.covariance),
                 "model": json.dumps(getattr(model, "spec", {"type": type(model).__name__})),
@@ -97,6 +100,6 @@ def sample_run(
             rows = [(f"{'x'.join(map(str, shape))}" if r == 0 else "",
                      [(f"#{i}", x[i, 0], grid) for i in range(r * cols, min(k, (r + 1) * cols))])
                     for r in range((k + cols - 1) // cols)]
-            fig = field_panels(rows, shared_color=True, cmap="viridis")
+            fig = field_panels(rows, shared_color=True, cmap=cmap)
             save_figure(fig, path.with_suffix(".png"))
     return results

@@ -18,8 +18,14 @@ times are traded off. In terms of the preconditioned score ``S = Q grad log p_t`
 * ``"likelihood"`` ``w = g(t)² / s(t)²``: ``g(t)² E||S_theta - S||²``, the likelihood weighting
   of Song et al. (2021) measured in the L² norm of the preconditioned score.
 
-Times are drawn on ``[eps, T]``: ``"uniform"`` in ``t``, or ``"log_std"`` uniform in
-``log s(t)`` (more weight at small noise levels).
+* ``"precond"``    ``w = 1 / E||eta - eta_G||²`` from the model's ``loss_weight(t, grid)``
+  (:class:`fsdiff.models.SpectralPreconditioner`): every t has unit expected loss for a zero
+  residual, the function-space form of EDM's ``lambda(sigma) = 1 / c_out²``.
+
+Times are drawn on ``[eps, T]``: ``"uniform"`` in ``t``, ``"log_std"`` uniform in
+``log s(t)`` (more weight at small noise levels), or ``"edm"``: EDM's log-normal noise levels,
+``ln(s/m) ~ N(-1.2, 1.2²)``, clamped to ``[eps, T]`` (most weight at intermediate noise, where
+the shapes of the data are decided).
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ from .sde import SDE
 
 __all__ = ["TIME_SAMPLINGS", "WEIGHTINGS", "sample_time", "loss_weight", "dsm_loss"]
 
-TIME_SAMPLINGS = ("uniform", "log_std")
-WEIGHTINGS = ("none", "score", "likelihood")
+TIME_SAMPLINGS = ("uniform", "log_std", "edm")
+WEIGHTINGS = ("none", "score", "likelihood", "precond")
+#: EDM's log-normal density of the noise level sigma = s(t) / m(t): ln sigma ~ N(P_MEAN, P_STD²)
+EDM_P_MEAN, EDM_P_STD = -1.2, 1.2
 
 
 def _time_from_std(sde: SDE, target: torch.Tensor, lo: float, hi: float, iters: int = 60) -> torch.Tensor:
@@ -66,14 +74,29 @@ def sample_time(
     u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device if generator is not None else "cpu")
     if time_sampling == "uniform":
         t = eps + (T - eps) * u
+    elif time_sampling == "edm":
+        from .timesteps import _invert_noise_level, noise_level
+
+        z = math.sqrt(2.0) * torch.erfinv((2 * u - 1).clamp(-1 + 1e-12, 1 - 1e-12))
+        lo, hi = float(noise_level(sde, eps)), float(noise_level(sde, T))
+        sig = torch.exp(EDM_P_MEAN + EDM_P_STD * z).clamp(lo, hi)
+        t = _invert_noise_level(sde, sig, eps, T)
     else:
         lo, hi = math.log(float(sde.std(eps))), math.log(float(sde.std(T)))
         t = _time_from_std(sde, torch.exp(lo + (hi - lo) * u), eps, T)
     return t.to(dtype=torch.float32, device=device if device is not None else u.device)
 
 
-def loss_weight(t: torch.Tensor, sde: SDE, weighting: str = "none") -> torch.Tensor:
-    """Per-time weight ``w(t)`` of the eta-prediction loss (see the module docstring): ``(B,)`` float64."""
+def loss_weight(t: torch.Tensor, sde: SDE, weighting: str = "none", model=None, grid: Grid | None = None) -> torch.Tensor:
+    """Per-time weight ``w(t)`` of the eta-prediction loss (see the module docstring): ``(B,)`` float64.
+
+    ``"precond"`` asks ``model.loss_weight(t, grid)``.
+    """
+    if weighting == "precond":
+        if not hasattr(model, "loss_weight"):
+            raise ValueError("weighting 'precond' needs a preconditioned model (one with loss_weight(t, grid), "
+                             f"e.g. SpectralPreconditioner); got {type(model).__name__}")
+        return model.loss_weight(t, grid).double().to(t.device)
     if weighting == "none":
         return torch.ones_like(t, dtype=torch.float64)
     if weighting == "score":
@@ -129,5 +152,5 @@ def dsm_loss(
     diff = eta_hat - eta
     sq = grid.inner(diff, diff)
     if weighting != "none":
-        sq = sq * loss_weight(t, sde, weighting).to(sq.dtype)
+        sq = sq * loss_weight(t, sde, weighting, model, grid).to(sq.dtype)
     return sq

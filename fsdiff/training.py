@@ -43,7 +43,12 @@ __all__ = [
     "load_run",
     "latest_checkpoint",
     "plot_loss_curve",
+    "export_run",
+    "PRETRAINED_KIND",
 ]
+
+#: ``ckpt["kind"]`` of files written by :func:`export_run`
+PRETRAINED_KIND = "fsdiff-pretrained"
 
 _CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -294,11 +299,15 @@ def train(
             if eval_now:
                 for g, v in zip(grids, val.losses(ema.module, config.weighting)):
                     row[f"val_loss_{g.shape[0]}"] = v
-            stop = False
+            stop = bool(config.time_limit_s) and wall_total >= config.time_limit_s
+            if stop and not eval_now:
+                for g, v in zip(grids, val.losses(ema.module, config.weighting)):
+                    row[f"val_loss_{g.shape[0]}"] = v
+                eval_now = True
             if eval_now or done % config.log_every == 0:
                 history.append(row)
                 if callback is not None:
-                    stop = bool(callback(row))
+                    stop = bool(callback(row)) or stop
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}", level=level_name)
@@ -330,7 +339,7 @@ def _asdict(cfg) -> dict:
 def _build(cfg: RunConfig):
     from .config import ConfigError
     from .data import dataset_from_dict
-    from .models import QColouredOutput, build_model
+    from .models import QColouredOutput, SpectralPreconditioner, build_model
 
     grid = cfg.grid.build()
     sde = cfg.sde.build()
@@ -339,12 +348,39 @@ def _build(cfg: RunConfig):
     output = spec.pop("output", "eta")
     if output not in ("eta", "whitened"):
         raise ConfigError(f"model.output: must be 'eta' or 'whitened' (Q^(1/2)-coloured output); got {output!r}")
+    precondition = spec.pop("precondition", "none")
+    extrapolation = spec.pop("extrapolation", "zero")
+    stats_samples = spec.pop("stats_samples", 20000)
+    if precondition not in ("none", "spectral"):
+        raise ConfigError(f"model.precondition: must be 'none' or 'spectral'; got {precondition!r}")
+    if precondition == "spectral":
+        if output != "eta":
+            raise ConfigError("model.precondition = 'spectral' already scales the output; leave model.output = 'eta'")
+        if isinstance(stats_samples, bool) or not isinstance(stats_samples, int) or stats_samples < 2:
+            raise ConfigError(f"model.stats_samples: must be an integer >= 2; got {stats_samples!r}")
+        spec.setdefault("cond_channels", spec["in_channels"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.training.seed)
         model = build_model(spec)
     if output == "whitened":
         model = QColouredOutput(model, sde.covariance)
+    if precondition == "spectral":
+        model = SpectralPreconditioner(model, sde, data_statistics(dataset, grid, stats_samples, extrapolation,
+                                                                   seed=cfg.training.seed))
     return grid, sde, dataset, model
+
+
+def data_statistics(dataset, grid: Grid, n: int, extrapolation: str = "zero", seed: int = 0):
+    """Per-mode statistics of ``n`` functions of ``dataset`` on ``grid`` (a fitted :class:`SpectralStatistics`).
+
+    Data sets with a finite split (MNIST) use ``min(n, len)`` distinct items; others draw ``n``.
+    """
+    from .data.statistics import SpectralStatistics
+
+    stats = SpectralStatistics(grid.shape, grid.length, int(getattr(dataset, "channels", 1)), extrapolation)
+    if hasattr(dataset, "__len__") and hasattr(dataset, "materialize"):
+        return stats.fit(dataset.materialize(grid, min(int(n), len(dataset)), seed=seed))
+    return stats.fit_dataset(dataset, int(n), torch.Generator().manual_seed(int(seed) + 7))
 
 
 def train_from_config(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
@@ -396,6 +432,42 @@ def load_run(run_dir_or_ckpt: str | Path) -> tuple[nn.Module, SDE, Grid, RunConf
     model.eval()
     sde = sde_from_dict(ck["sde"]) if "sde" in ck else cfg.sde.build()
     return model, sde, cfg.grid.build(), cfg
+
+
+def export_run(run_dir_or_ckpt: str | Path, out: str | Path) -> Path:
+    """Write a pretrained-model file from a run: EMA weights, config, SDE, data statistics, metrics summary.
+
+    No optimizer state, no random-generator states: the file is for sampling only (``load_run``
+    reads it like a checkpoint, with ``weights_only=True``). Written atomically; returns ``out``.
+    """
+    from .io import CheckpointError
+
+    p = Path(run_dir_or_ckpt)
+    if p.is_dir():
+        ck_path = latest_checkpoint(p)
+        if ck_path is None:
+            raise FileNotFoundError(f"{p} holds no checkpoints (expected {p / 'checkpoints' / 'step_XXXXXXXX.pt'})")
+        p = ck_path
+    ck = load_checkpoint(p)
+    if not isinstance(ck["model"].get("spec"), dict):
+        raise CheckpointError(f"{p}: the checkpoint's model has no plain-data spec; it cannot be exported")
+    weights = ck["ema"]["state_dict"] if ck.get("ema") else ck["model"]["state_dict"]
+    metrics = ck.get("metrics", {})
+    hist = metrics.get("history", []) if isinstance(metrics, dict) else []
+    final = {k: v for k, v in (hist[-1] if hist else {}).items() if k.startswith("val_loss_")}
+    out_ck = {
+        "kind": PRETRAINED_KIND,
+        "config": ck["config"],
+        "model": {"spec": ck["model"]["spec"], "state_dict": {k: v.detach().clone() for k, v in weights.items()}},
+        "step": int(ck["step"]),
+        "sde": ck.get("sde"),
+        "schedule": ck.get("schedule"),
+        "metrics": {"wall_s": float(metrics.get("wall_s", 0.0)) if isinstance(metrics, dict) else 0.0,
+                    "final_validation": final, "source": p.name},
+    }
+    if out_ck["sde"] is None:
+        del out_ck["sde"]
+    return save_checkpoint(out, out_ck)
 
 
 def train_to_target(model: nn.Module, sde: SDE, dataset, schedule: MultilevelSchedule, cfg: TrainingConfig,

@@ -95,7 +95,7 @@ DEFAULT_URLS = {
 _WHERE = (
     "MNIST: http://yann.lecun.com/exdb/mnist/ (mirror {mnist}); Fashion-MNIST: "
     "https://github.com/zalandoresearch/fashion-mnist (mirror {fashion}). Place the .gz files in "
-    "<root>/<kind>/ or call load_mnist(..., download=True)."
+    "<root>/<kind>/, call load_mnist(..., download=True), or pass --download to `fsdiff train` / `fsdiff demo`."
 ).format(mnist=DEFAULT_URLS["mnist"], fashion=DEFAULT_URLS["fashion-mnist"])
 
 # (resolved path, size, mtime_ns) -> sha256 hex digest

@@ -15,13 +15,15 @@ from torch import nn
 from .baseline import NeuralopFNOScore
 from .embedding import SinusoidalTimeEmbedding, TimeFiLM, periodic_features
 from .fno_score import FNOScore
-from .preconditioning import QColouredOutput
+from .preconditioning import QColouredOutput, SpectralPreconditioner
 from .sno import ScoreNeuralOperator
 from .spectral import SpectralConv
+from .uno import UNOScore
 
 __all__ = [
     "FNOScore", "NeuralopFNOScore", "SpectralConv", "SinusoidalTimeEmbedding", "TimeFiLM",
     "periodic_features", "build_model", "MODEL_TYPES", "QColouredOutput", "ScoreNeuralOperator",
+    "SpectralPreconditioner", "UNOScore",
 ]
 
 #: ``spec["type"]`` -> model class (a fixed table, not filled at import by side effects).
@@ -30,6 +32,8 @@ MODEL_TYPES: dict[str, type[nn.Module]] = {
     "neuralop_fno": NeuralopFNOScore,
     "sno": ScoreNeuralOperator,
     "q_coloured": QColouredOutput,
+    "uno_score": UNOScore,
+    "spectral_precond": SpectralPreconditioner,
 }
 
 
