@@ -10,7 +10,7 @@ from fsdiff.cli import main
 
 TINY = [
     "training.steps=4", "training.batch_size=4", "training.eval_every=2", "training.checkpoint_every=2",
-    "training.n_val=4", "model.width=8", "model.n_layers=1", "model.modes=[3, 3]", 'model.output="whitened"',
+    "training.n_val=4", "model.channels=[8, 8, 8]", "model.modes=3", "model.stats_samples=64",
     "grid.shape=[16, 16]", "multilevel.levels=[8, 16]",
 ]
 
@@ -38,8 +38,8 @@ def test_sample_round_trip(run_dir, tmp_path):
         assert da.dims == ("sample", "channel", "x", "y")
         assert da.shape == (3, 1, n, n)
         assert float(da["x"][1]) == pytest.approx(1.0 / n)
-        assert da.attrs["sampler"] == "em" and int(da.attrs["seed"]) == 5 and int(da.attrs["steps"]) == 3
-        assert json.loads(da.attrs["model"])["type"] == "q_coloured"
+        assert da.attrs["sampler"] == "ode" and da.attrs["time_grid"] == "edm" and int(da.attrs["seed"]) == 5 and int(da.attrs["steps"]) == 3
+        assert json.loads(da.attrs["model"])["type"] == "spectral_precond"
         assert "matern" in json.loads(da.attrs["sde"])["covariance"]["type"]
         assert torch.isfinite(torch.as_tensor(da.values)).all()
     # the same seed gives the same samples
@@ -64,3 +64,34 @@ def test_not_a_checkpoint(tmp_path, capsys):
 def test_bad_config_key_names_the_key(tmp_path, capsys):
     assert main(["train", "configs/synthetic.toml", "--set", "training.stepz=3", "--run-dir", str(tmp_path / "r")]) == 2
     assert "training.stepz" in capsys.readouterr().err
+
+
+def test_export_round_trip(run_dir, tmp_path, capsys):
+    from fsdiff.training import PRETRAINED_KIND, load_run
+
+    out = tmp_path / "model.pt"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    ck = torch.load(out, weights_only=True)
+    assert ck["kind"] == PRETRAINED_KIND and "optimizer" not in ck and "rng" not in ck and "ema" not in ck
+    model, sde, grid, cfg = load_run(out)
+    ref, _, _, _ = load_run(run_dir)  # EMA weights of the run
+    for k, v in ref.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert main(["export", str(run_dir), "--out", str(out)]) == 2  # refuses to overwrite
+    assert "--force" in capsys.readouterr().err
+    before = out.read_bytes()
+    assert main(["export", str(tmp_path / "nowhere"), "--out", str(out), "--force"]) == 2
+    assert out.read_bytes() == before  # a refused command changes nothing
+    assert main(["sample", str(out), "--resolution", "16", "--n", "2", "--steps", "2", "--out", str(tmp_path / "p.nc"), "--quiet"]) == 0
+
+
+def test_corrupted_or_foreign_pt_gets_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["sample", str(bad), "--out", str(tmp_path / "x.nc")]) == 2
+    assert "not an fsdiff checkpoint" in capsys.readouterr().err
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    assert main(["export", str(foreign), "--out", str(tmp_path / "y.pt")]) == 2
+    assert "not an fsdiff checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "y.pt").exists()

@@ -20,8 +20,10 @@ def test_shipped_configs_load_and_build(name):
     sde = cfg.sde.build()
     assert isinstance(sde, fd.VPSDE) and sde.beta_min == 0.1 and sde.beta_max == 20.0
     assert sde.covariance.is_trace_class(2)
-    assert cfg.model.spec()["type"] == "fno_score"
-    assert cfg.multilevel.levels[-1] == cfg.grid.shape[0]
+    spec = cfg.model.spec()
+    assert spec["type"] == "uno_score" and spec["precondition"] == "spectral"
+    assert spec["modes"] == (cfg.grid.shape[0] - 1) // 2  # the band holds every mode of the training grid
+    assert not cfg.multilevel.levels or cfg.multilevel.levels[-1] == cfg.grid.shape[0]
     from fsdiff.data import dataset_from_dict
 
     ds = dataset_from_dict(cfg.data.spec())  # MNIST loads lazily: building it reads nothing
@@ -31,10 +33,10 @@ def test_shipped_configs_load_and_build(name):
 def test_overrides_are_toml_literals():
     cfg = load_config(CONFIGS / "synthetic.toml", ["training.steps=7", "training.betas=[0.8, 0.99]",
                                                    "multilevel.schedule=mlmc", "multilevel.samples=[8, 2]",
-                                                   "training.lr=3e-4", 'name="x"', "model.width=8"])
+                                                   "training.lr=3e-4", 'name="x"', "model.channels=[8, 8, 8]"])
     assert cfg.training.steps == 7 and cfg.training.betas == (0.8, 0.99) and cfg.training.lr == 3e-4
     assert cfg.multilevel.schedule == "mlmc" and cfg.multilevel.samples == (8, 2)
-    assert cfg.name == "x" and cfg.model.spec()["width"] == 8
+    assert cfg.name == "x" and cfg.model.spec()["channels"] == [8, 8, 8]
     assert load_config(None).training.steps == RunConfig().training.steps
 
 
@@ -88,8 +90,8 @@ def test_train_from_config_writes_a_run_and_load_run_reads_it(tmp_path):
     torch.set_num_threads(1)
     try:
         cfg = load_config(CONFIGS / "synthetic.toml", [
-            "grid.shape=[16, 16]", "multilevel.levels=[8, 16]", "model.width=4", "model.modes=[3, 3]",
-            "model.n_layers=1", "training.steps=4", "training.batch_size=4", "training.n_val=4",
+            "grid.shape=[16, 16]", "multilevel.levels=[8, 16]", "model.channels=[8, 8, 8]", "model.modes=3",
+            "model.stats_samples=64", "training.steps=4", "training.batch_size=4", "training.n_val=4",
             "training.eval_every=2", "training.checkpoint_every=2", "training.warmup_steps=1"])
         path = train_from_config(cfg, tmp_path / "run", progress=False)
     finally:

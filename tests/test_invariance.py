@@ -15,7 +15,7 @@ from fsdiff.training import train_from_config
 
 TINY = [
     "grid.shape=[16,16]", "multilevel.levels=[]", 'multilevel.schedule="single"', "multilevel.fractions=[]",
-    "model.width=4", "model.modes=[3,3]", "model.n_layers=1", "training.steps=2", "training.batch_size=4",
+    "model.channels=[8, 8, 8]", "model.modes=3", "model.stats_samples=64", "training.steps=2", "training.batch_size=4",
     "training.n_val=4", "training.eval_every=0", "training.checkpoint_every=0", "training.warmup_steps=0",
 ]
 
