@@ -10,7 +10,7 @@ export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 export MALLOC_TOP_PAD_ ?= 1073741824
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean pretrained
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Retrain the shipped score operators from their configs (about 30 min each; both run at once, one
+# core each), export them to pretrained/ and print wall-clock and quality figures.
+pretrained: $(STAMP)
+	rm -rf runs/pretrained-mnist runs/pretrained-fashion
+	$(VENV)/bin/fsdiff train configs/mnist.toml --run-dir runs/pretrained-mnist --threads 1 --quiet & \
+	$(VENV)/bin/fsdiff train configs/fashion_mnist.toml --run-dir runs/pretrained-fashion --threads 1 --quiet & \
+	wait
+	$(VENV)/bin/fsdiff export runs/pretrained-mnist --out pretrained/mnist.pt --force
+	$(VENV)/bin/fsdiff export runs/pretrained-fashion --out pretrained/fashion-mnist.pt --force
+	$(PY) resolution_studies/mnist_quality.py --data mnist --runs single=pretrained/mnist.pt --n 256 --threads 2
+	$(PY) resolution_studies/mnist_quality.py --data fashion-mnist --runs single=pretrained/fashion-mnist.pt --n 256 --threads 2
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_noise.py

@@ -41,6 +41,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import format_demo_table, format_noise_table, noise_demo, train_sample_demo
 
     out = Path(args.out)
+    _download_if_asked(args, [] if args.data == "synthetic" else [args.data])
     t0 = time.perf_counter()
     table = noise_demo(out / "noise", resolutions=args.noise_resolutions, n=args.n_noise, seed=args.seed)
     print("1. Noise: one seed, four resolutions (pointwise variance and mean squared L² norm)")
@@ -49,10 +50,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"   outputs: {out / 'noise'}/noise.png, noise_<N>.nc, noise_table.json")
     if args.noise_only:
         return 0
+    from .demo import PRETRAINED_MNIST, pretrained_demo
+    from .quality import format_quality_table
+
+    if PRETRAINED_MNIST.is_file() and not args.no_pretrained:
+        print(f"\n2. The shipped MNIST score operator ({PRETRAINED_MNIST.name}) sampled at 28², 56² and 112²")
+        pre = pretrained_demo(out / "mnist", n=args.n_pretrained, progress=not args.quiet)
+        if pre["quality_unavailable"]:
+            print(f"   (quality figures need the MNIST test split: {pre['quality_unavailable']})")
+            for r in pre["rows"]:
+                print(f"   {r['grid']:>4}²: power beyond |k| = 13: {r['power_beyond_13']:.2e}")
+        else:
+            print(format_quality_table(pre["rows"]))
+        print(f"   sampled in {pre['sample_seconds']:.0f} s; outputs: {out / 'mnist'}/digits.png, samples_<N>.nc/.png, quality.json")
     overrides = list(args.set)
     if args.steps is not None:
         overrides.append(f"training.steps={args.steps}")
-    print(f"\n2. Training a score operator on {args.data} data, then sampling at 1x, 2x and 4x its resolution")
+    print(f"\n3. Training a score operator on {args.data} data, then sampling at 1x, 2x and 4x its resolution")
     summary = train_sample_demo(out, config_path=args.config, data=args.data, overrides=overrides, n=args.n,
                                 sampler=args.sampler, steps=args.sample_steps, seed=args.seed, progress=not args.quiet)
     print(f"   trained in {summary['train_seconds']:.0f} s, sampled in {summary['sample_seconds']:.0f} s "
@@ -149,8 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=None, help="training steps (longer runs give better samples)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     d.add_argument("--n", type=int, default=32, help="samples per resolution")
-    d.add_argument("--sampler", default="em", choices=["em", "pc", "ode", "ode_adaptive"])
-    d.add_argument("--sample-steps", type=int, default=100)
+    d.add_argument("--sampler", default="ode", choices=["em", "pc", "ode", "ode_adaptive"])
+    d.add_argument("--sample-steps", type=int, default=24)
+    d.add_argument("--n-pretrained", type=int, default=64, help="samples per resolution of the shipped MNIST model")
+    d.add_argument("--no-pretrained", action="store_true", help="skip sampling the shipped MNIST model")
+    d.add_argument("--download", action="store_true",
+                   help="download MNIST / Fashion-MNIST first if missing (for --data mnist / fashion-mnist)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--n-noise", type=int, default=256, help="noise samples per resolution")
     d.add_argument("--noise-resolutions", type=int, nargs="+", default=[32, 64, 128, 256])

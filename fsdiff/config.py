@@ -79,6 +79,7 @@ class SDEConfig:
     sigma_min: float = 0.01
     sigma_max: float = 10.0
     covariance: dict = field(default_factory=lambda: {"type": "matern", "alpha": 2.0, "tau": 3.0, "sigma": 1.0})
+    allow_non_trace_class: bool = False  # opt in to white noise etc. for baselines only
 
     def __post_init__(self):
         if self.type not in ("vp", "ve"):
@@ -96,10 +97,12 @@ class SDEConfig:
 
     def to_sde_dict(self) -> dict:
         """The :func:`fsdiff.sde_from_dict` spec."""
+        extra = {"allow_non_trace_class": True} if self.allow_non_trace_class else {}
         if self.type == "vp":
             return {"type": "vp", "beta_min": self.beta_min, "beta_max": self.beta_max, "schedule": self.schedule,
-                    "covariance": dict(self.covariance)}
-        return {"type": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "covariance": dict(self.covariance)}
+                    "covariance": dict(self.covariance), **extra}
+        return {"type": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "covariance": dict(self.covariance),
+                **extra}
 
     def build(self):
         from .sde import sde_from_dict
