@@ -406,6 +406,17 @@ def train_from_config(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     return path
 
 
+def resolve_checkpoint(run_dir_or_ckpt: str | Path) -> Path:
+    """The checkpoint file itself, or a run directory's latest; ``FileNotFoundError`` for a directory without any."""
+    p = Path(run_dir_or_ckpt)
+    if p.is_dir():
+        ck_path = latest_checkpoint(p)
+        if ck_path is None:
+            raise FileNotFoundError(f"{p} holds no checkpoints (expected {p / 'checkpoints' / 'step_XXXXXXXX.pt'})")
+        return ck_path
+    return p
+
+
 def load_run(run_dir_or_ckpt: str | Path) -> tuple[nn.Module, SDE, Grid, RunConfig]:
     """``(model with EMA weights, in eval mode; sde; finest grid; config)`` from a run directory or checkpoint file.
 
@@ -415,12 +426,7 @@ def load_run(run_dir_or_ckpt: str | Path) -> tuple[nn.Module, SDE, Grid, RunConf
     from .io import CheckpointError
     from .models import build_model
 
-    p = Path(run_dir_or_ckpt)
-    if p.is_dir():
-        ck_path = latest_checkpoint(p)
-        if ck_path is None:
-            raise FileNotFoundError(f"{p} holds no checkpoints (expected {p / 'checkpoints' / 'step_XXXXXXXX.pt'})")
-        p = ck_path
+    p = resolve_checkpoint(run_dir_or_ckpt)
     ck = load_checkpoint(p)
     spec = ck["model"]["spec"]
     if not isinstance(spec, dict) or "type" not in spec:
@@ -442,12 +448,7 @@ def export_run(run_dir_or_ckpt: str | Path, out: str | Path) -> Path:
     """
     from .io import CheckpointError
 
-    p = Path(run_dir_or_ckpt)
-    if p.is_dir():
-        ck_path = latest_checkpoint(p)
-        if ck_path is None:
-            raise FileNotFoundError(f"{p} holds no checkpoints (expected {p / 'checkpoints' / 'step_XXXXXXXX.pt'})")
-        p = ck_path
+    p = resolve_checkpoint(run_dir_or_ckpt)
     ck = load_checkpoint(p)
     if not isinstance(ck["model"].get("spec"), dict):
         raise CheckpointError(f"{p}: the checkpoint's model has no plain-data spec; it cannot be exported")

@@ -38,6 +38,7 @@ import fsdiff as fd  # noqa: E402
 from fsdiff.io import write_json  # noqa: E402
 from fsdiff.plotting import field_panels, save_figure  # noqa: E402
 from fsdiff.quality import ImageQuality, format_quality_table, sample_and_evaluate  # noqa: E402
+from fsdiff.training import resolve_checkpoint  # noqa: E402
 
 VARIANTS = {
     "single": [],
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
         rows, samples = sample_and_evaluate(model, sde, quality, args.resolutions, n=args.n)
         for r in rows:
             r["label"] = name
-        ck = torch.load(Path(path) if Path(path).is_file() else fd.training.latest_checkpoint(path), weights_only=True)
+        ck = torch.load(resolve_checkpoint(path), weights_only=True)
         results["variants"][name] = {"path": str(path), "train_wall_s": ck.get("metrics", {}).get("wall_s"),
                                      "step": ck.get("step"), "rows": rows}
         grid_figure(samples, out / f"samples_{name}.png", f"{args.data} {name}: same 8 draws at {args.resolutions}")
