@@ -245,7 +245,7 @@ def pretrained_demo(out_dir: str | os.PathLike, path: str | os.PathLike = PRETRA
         row.update(nfe=2 * steps + 1, label=Path(path).name)
         rows.append(row)
     panels = [(f"{s[0]}²", [("", xs[s][i, 0], Grid(s)) for i in range(8)]) for s in shapes]
-    fig = field_panels(panels, shared_color=True, cmap="gray")
+    fig = field_panels(panels, shared_color=True, cmap="gray", images=True)
     fig.suptitle(f"{Path(path).name}: trained at {grid.shape[0]}², the same 8 draws sampled at "
                  f"{', '.join(f'{s[0]}²' for s in shapes)} (Heun PF-ODE, {2 * steps + 1} evaluations)", fontsize=10)
     save_figure(fig, out / "digits.png")

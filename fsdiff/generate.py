@@ -100,6 +100,6 @@ def sample_run(
             rows = [(f"{'x'.join(map(str, shape))}" if r == 0 else "",
                      [(f"#{i}", x[i, 0], grid) for i in range(r * cols, min(k, (r + 1) * cols))])
                     for r in range((k + cols - 1) // cols)]
-            fig = field_panels(rows, shared_color=True, cmap=cmap)
+            fig = field_panels(rows, shared_color=True, cmap=cmap, images=cmap == "gray")
             save_figure(fig, path.with_suffix(".png"))
     return results

@@ -30,8 +30,13 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     return Path(path)
 
 
-def plot_field(ax, u: torch.Tensor, grid: Grid, title: str = "", vmin=None, vmax=None, cmap: str = "RdBu_r"):
-    """Draw one function: 2-D ``(H, W)`` as an image over the physical domain, 1-D ``(N,)`` as a curve."""
+def plot_field(ax, u: torch.Tensor, grid: Grid, title: str = "", vmin=None, vmax=None, cmap: str = "RdBu_r",
+               origin: str = "lower"):
+    """Draw one function: 2-D ``(H, W)`` as an image over the physical domain, 1-D ``(N,)`` as a curve.
+
+    ``origin="lower"`` puts ``u[0]`` at the bottom (a field over ``[0, L]²``); ``"upper"`` puts it at
+    the top, the convention of image data such as MNIST.
+    """
     u = u.detach().cpu().double()
     if grid.ndim == 1:
         ax.plot(grid.coords[0].numpy(), u.numpy(), lw=1)
@@ -40,7 +45,7 @@ def plot_field(ax, u: torch.Tensor, grid: Grid, title: str = "", vmin=None, vmax
         if grid.ndim == 3:
             u = u[..., 0]
         extent = (0, grid.length[1], 0, grid.length[0])
-        ax.imshow(u.numpy(), origin="lower", extent=extent, vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
+        ax.imshow(u.numpy(), origin=origin, extent=extent, vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
@@ -52,20 +57,29 @@ def field_panels(
     shared_color: bool = True,
     cmap: str = "RdBu_r",
     panel_size: float = 2.2,
+    images: bool = False,
 ):
     """A figure with one row per entry ``(row_label, [(title, field, grid), ...])``.
 
     Fields are single functions ``(*grid.shape)``. With ``shared_color`` each row uses one
     symmetric colour range, so the same function at several resolutions looks the same.
+    ``images=True`` draws image data (MNIST): first row of pixels at the top, and the shared
+    range is ``[min(0, lowest), highest]`` instead of a symmetric one, so background stays black.
     """
     n_rows = len(rows)
     n_cols = max(len(r[1]) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_size * n_cols, panel_size * n_rows), squeeze=False)
     for i, (label, panels) in enumerate(rows):
-        lim = max(float(f.abs().max()) for _, f, _ in panels) if shared_color else None
+        if not shared_color:
+            vmin = vmax = None
+        elif images:
+            vmin = min(0.0, min(float(f.min()) for _, f, _ in panels))
+            vmax = max(float(f.max()) for _, f, _ in panels)
+        else:
+            vmax = max(float(f.abs().max()) for _, f, _ in panels)
+            vmin = -vmax
         for j, (title, field, grid) in enumerate(panels):
-            vmin, vmax = (-lim, lim) if lim is not None else (None, None)
-            plot_field(axes[i, j], field, grid, title, vmin, vmax, cmap)
+            plot_field(axes[i, j], field, grid, title, vmin, vmax, cmap, origin="upper" if images else "lower")
         for j in range(len(panels), n_cols):
             axes[i, j].axis("off")
         axes[i, 0].set_ylabel(label, fontsize=9)

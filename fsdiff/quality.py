@@ -86,10 +86,20 @@ class ImageQuality:
                                                                 data_root=data_root)
         self.grid28 = Grid((28, 28))
         test, self.test_labels = load_mnist("test", root=data_root, kind=kind, limit=n_reference)
-        self._train = load_mnist("train", root=data_root, kind=kind)[0]
+        self._data_root = data_root
+        self._train_images: torch.Tensor | None = None
         self.reference = classifier_features(self.classifier, test, self.grid28)
         self._floors: dict[int, float] = {}
         self._real_bands: dict = {}
+
+    @property
+    def _train(self) -> torch.Tensor:
+        """The training images ``(60000, 1, 28, 28)``, read on first use (floors and real band power only)."""
+        if self._train_images is None:
+            from .data.mnist import load_mnist
+
+            self._train_images = load_mnist("train", root=self._data_root, kind=self.kind)[0]
+        return self._train_images
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:

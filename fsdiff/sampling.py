@@ -18,6 +18,17 @@ Samplers (``sampler=``)
 ``"ode"``
     Probability-flow ODE ``dX = [a X - ½ g² qscore] dt`` with Heun's method (2nd order;
     ``2 * steps`` evaluations, Heun on every step since ``eps > 0``).
+``"ode_gauss"``
+    Heun on the same ODE written in the Gaussian coordinates of a model with a Gaussian part
+    (:class:`~fsdiff.models.SpectralPreconditioner`: data mean ``mu``, data eigenvalues ``c_k``),
+    ``y_k = (x - m mu)_k / sqrt(v_k)``, ``v_k = m² c_k + s² lambda_k``. The Gaussian part of the drift
+    cancels exactly and ``dy_k/dt = ½ g² e_k / (s sqrt(v_k))``, with ``e = eta_hat - eta_G`` the
+    network's residual, so the Gaussian part (every mode above the network's band, and the whole
+    model while it is untrained) is transported exactly, whatever the step count. It starts from
+    the Gaussian part's marginal at T (``y_T`` standard normal per mode: the prior draw whitened),
+    not from ``N(0, s(T)² Q)``, which misses ``m(T)² c_k``. The run ends with
+    the exact Gaussian flow from ``eps`` to 0, ``x = mu + irfft(sqrt(c) y)``, instead of the Tweedie
+    step (which shrinks noise-dominated modes to their posterior mean). ``2 * steps`` evaluations.
 ``"ode_adaptive"``
     The same ODE with ``scipy.integrate.solve_ivp`` (RK45, ``rtol``/``atol``) on the whole
     batch as one float64 vector (the step size control couples the samples of a batch, as in
@@ -80,7 +91,7 @@ from .timesteps import time_steps
 
 __all__ = ["sample", "sample_coarse_to_fine", "SAMPLERS"]
 
-SAMPLERS = ("em", "pc", "ode", "ode_adaptive")
+SAMPLERS = ("em", "pc", "ode", "ode_gauss", "ode_adaptive")
 _SEED_HIGH = 2**62
 
 
@@ -105,7 +116,7 @@ def _check_common(sde: SDE, grid: Grid, n: int, channels: int, sampler: str, chu
 
 
 def _draws_per_step(sampler: str, corrector_steps: int) -> int:
-    return {"em": 1, "pc": 1 + corrector_steps, "ode": 0, "ode_adaptive": 0}[sampler]
+    return {"em": 1, "pc": 1 + corrector_steps, "ode": 0, "ode_gauss": 0, "ode_adaptive": 0}[sampler]
 
 
 def _seeds(generator: torch.Generator | None, count: int) -> list[int]:
@@ -120,7 +131,7 @@ def _gen(seed: int, device: torch.device) -> torch.Generator:
 
 
 def _eval(model, x: torch.Tensor, t: float, grid: Grid, chunk_size: int | None) -> torch.Tensor:
-    """``eta_hat = model(x, t, grid)`` on micro-batches of ``chunk_size``."""
+    """``eta_hat = model(x, t, grid)`` (or any callable of that signature) on micro-batches of ``chunk_size``."""
     tt = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
     if chunk_size is None or chunk_size >= x.shape[0]:
         out = model(x, tt, grid)
@@ -176,6 +187,63 @@ class _Run:
         xe = x + (t1 - t0) * d0
         d1 = self.sde.ode_drift(xe, t1, self.qscore(xe, t1, grid))
         return x + (t1 - t0) * 0.5 * (d0 + d1)
+
+    # -- the PF-ODE in the Gaussian coordinates (sampler "ode_gauss") -------------
+    def _gauss_coeffs(self, t: float, grid: Grid):
+        """``(m, s, sqrt(v) (C, *rfft_shape), g²)`` float64 at time ``t``."""
+        mu, c, lam = self._gauss
+        m, s = float(self.sde.mean_scale(t)), float(self.sde.std(t))
+        return m, s, (m * m * c + s * s * lam).clamp_min(0).sqrt(), float(self.sde.diffusion_sq(t))
+
+    def to_gauss(self, x: torch.Tensor, t: float, grid: Grid) -> torch.Tensor:
+        mu = self._gauss[0]
+        m, _, sv, _ = self._gauss_coeffs(t, grid)
+        r_hat = grid.rfft(x.double() - m * mu)
+        return torch.where(sv > 0, r_hat / sv.clamp_min(1e-300), torch.zeros_like(r_hat))
+
+    def from_gauss(self, y: torch.Tensor, t: float, grid: Grid) -> torch.Tensor:
+        mu = self._gauss[0]
+        m, _, sv, _ = self._gauss_coeffs(t, grid)
+        return (m * mu + grid.irfft(y * sv)).to(self.dtype)
+
+    def gauss_velocity(self, y: torch.Tensor, t: float, grid: Grid) -> torch.Tensor:
+        m, s, sv, g2 = self._gauss_coeffs(t, grid)
+        self.nfe += 1
+        e = _eval(self.model.residual, self.from_gauss(y, t, grid), t, grid, self.chunk_size)
+        e_hat = grid.rfft(e.double())
+        return torch.where(sv > 0, 0.5 * g2 * e_hat / (s * sv.clamp_min(1e-300)), torch.zeros_like(e_hat))
+
+    def gauss_heun_step(self, y: torch.Tensor, t0: float, t1: float, grid: Grid) -> torch.Tensor:
+        d0 = self.gauss_velocity(y, t0, grid)
+        ye = y + (t1 - t0) * d0
+        return y + (t1 - t0) * 0.5 * (d0 + self.gauss_velocity(ye, t1, grid))
+
+    def run_gauss(self, x, times: torch.Tensor, grid: Grid, record: dict[int, list[float]], traj: dict,
+                  denoise: bool, from_prior: bool) -> torch.Tensor:
+        """Integrate in ``y`` over all of ``times``; end with the exact Gaussian flow to t = 0 if ``denoise``.
+
+        ``from_prior``: ``x = s(T) xi`` is the prior draw; then ``y_T = xi_hat / sqrt(lambda)`` (standard
+        per mode), i.e. the run starts from the Gaussian part's own marginal at T instead of ``N(0, s² Q)``.
+        """
+        self._gauss = tuple(v.to(self.device) for v in self.model.gaussian_statistics(grid))
+        if from_prior:
+            lam = self._gauss[2]
+            s_T = float(self.sde.std(float(times[0])))
+            xi_hat = grid.rfft(x.double()) / s_T
+            y = torch.where(lam > 0, xi_hat / lam.clamp_min(1e-300).sqrt(), torch.zeros_like(xi_hat))
+        else:
+            y = self.to_gauss(x, float(times[0]), grid)
+        for i in range(times.numel() - 1):
+            t0, t1 = float(times[i]), float(times[i + 1])
+            y = self.gauss_heun_step(y, t0, t1, grid)
+            for key in record.get(i + 1, ()):
+                traj[key] = self.from_gauss(y, t1, grid)
+            if self.pbar is not None:
+                self.pbar.update(1)
+        if not denoise:
+            return self.from_gauss(y, float(times[-1]), grid)
+        mu, c, _ = self._gauss
+        return (mu + grid.irfft(y * c.clamp_min(0).sqrt())).to(self.dtype)
 
     # -- a stretch of the time grid ----------------------------------------------
     def run_fixed(self, sampler: str, x, times: torch.Tensor, i0: int, i1: int, grid: Grid,
@@ -282,7 +350,9 @@ def sample(
     sde : SDE
     grid : Grid
     n, channels : int
-    sampler : {"em", "pc", "ode", "ode_adaptive"}
+    sampler : {"em", "pc", "ode", "ode_gauss", "ode_adaptive"}
+        ``"ode_gauss"`` needs a model with ``gaussian_statistics(grid)`` and ``residual(x, t, grid)``
+        (a :class:`~fsdiff.models.SpectralPreconditioner`).
     steps : int
         Steps of the time grid (ignored by ``"ode_adaptive"``).
     eps : float
@@ -302,7 +372,7 @@ def sample(
         Start state at ``T`` instead of a prior draw (the prior seed is still drawn, so the
         step noise is the same as without it).
     denoise : bool
-        Final Tweedie step at ``eps``.
+        Final Tweedie step at ``eps`` (``"ode_gauss"``: the exact Gaussian flow from ``eps`` to 0).
     snr, corrector_steps : Langevin corrector of ``"pc"`` (see module notes).
     rtol, atol : tolerances of ``"ode_adaptive"``.
     rho : exponent of the ``"edm"`` time grid.
@@ -316,6 +386,9 @@ def sample(
     ``return_trajectory_at`` is given; ``(x, info)`` if ``return_info``.
     """
     _check_common(sde, grid, n, channels, sampler, chunk_size, snr, corrector_steps)
+    if sampler == "ode_gauss" and not (hasattr(model, "gaussian_statistics") and hasattr(model, "residual")):
+        raise ValueError(f"sampler 'ode_gauss' needs a model with a Gaussian part (gaussian_statistics and residual, "
+                         f"e.g. fsdiff.SpectralPreconditioner); got {type(model).__name__}: use sampler='ode'")
     device = _default_device(generator, device)
     eps = float(eps)
     if not (math.isfinite(eps) and 0 < eps < sde.T):
@@ -348,12 +421,17 @@ def sample(
             if return_trajectory_at is not None:
                 for s in return_trajectory_at:
                     traj.setdefault(float(s), x.clone())  # times at or below eps
+        elif sampler == "ode_gauss":
+            record = _record_nodes(times, return_trajectory_at)
+            for key in record.get(0, ()):
+                traj[key] = x.clone()
+            x = run.run_gauss(x, times, grid, record, traj, denoise, from_prior=x_init is None)
         else:
             record = _record_nodes(times, return_trajectory_at)
             for key in record.get(0, ()):
                 traj[key] = x.clone()
             x = run.run_fixed(sampler, x, times, 0, nsteps, grid, step_seeds, record, traj)
-        if denoise:
+        if denoise and sampler != "ode_gauss":
             x = eta_to_x0(x, run.eta(x, eps, grid), eps, sde)
     finally:
         pbar.close()
@@ -457,6 +535,9 @@ def sample_coarse_to_fine(
         raise ValueError(f"eps must lie in (0, T={sde.T}); got {eps}")
     if any(not (eps < s < sde.T) for s in switch) or any(b >= a for a, b in zip(switch[:-1], switch[1:])):
         raise ValueError(f"switch_times must be strictly decreasing inside (eps={eps}, T={sde.T}); got {switch}")
+    if sampler == "ode_gauss":
+        raise ValueError("sample_coarse_to_fine does not support sampler 'ode_gauss' (its coordinates are per grid); "
+                         "use 'ode', or sample() with 'ode_gauss' on the fine grid directly")
     device = _default_device(generator, device)
     if sampler == "ode_adaptive":
         times = torch.tensor([float(sde.T)] + switch + [eps], dtype=torch.float64)

@@ -50,20 +50,20 @@ SAMPLERS = [("em", 50, "uniform"), ("em", 200, "uniform"), ("pc", 25, "uniform")
             ("ode", 12, "edm"), ("ode", 24, "edm"), ("ode", 50, "edm")]
 
 
-def train_variant(data: str, name: str, run_dir: Path, budget_s: float) -> Path:
+def train_variant(data: str, name: str, run_dir: Path, budget_s: float, extra: list[str] = ()) -> Path:
     from fsdiff.config import load_config
     from fsdiff.training import latest_checkpoint, train_from_config
 
     if latest_checkpoint(run_dir) is None:
         cfg = load_config(ROOT / "configs" / f"{data.replace('-', '_')}.toml",
-                          VARIANTS[name] + [f"training.time_limit_s={budget_s}", f'name="{data}_{name}"'])
+                          VARIANTS[name] + list(extra) + [f"training.time_limit_s={budget_s}", f'name="{data}_{name}"'])
         train_from_config(cfg, run_dir, progress=False)
     return run_dir
 
 
 def grid_figure(samples: dict, path: Path, title: str) -> None:
     rows = [(f"{N}²", [("", x[i, 0], fd.Grid((N, N))) for i in range(8)]) for N, x in samples.items()]
-    fig = field_panels(rows, shared_color=True, cmap="gray")
+    fig = field_panels(rows, shared_color=True, cmap="gray", images=True)
     fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
 
@@ -79,18 +79,28 @@ def main(argv=None) -> int:
     p.add_argument("--sampler-table", action="store_true")
     p.add_argument("--out", default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--work-dir", default=None, help="where variant runs live (default runs/)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run: a few steps per variant, n = 8, 28² and 56²")
     args = p.parse_args(argv)
+    extra: list[str] = []
+    if args.quick:
+        args.budget_s, args.n, args.resolutions = 3.0, 8, [28, 56]
+        extra = ["training.steps=4", "training.batch_size=4", "training.eval_every=0", "training.n_val=4",
+                 "model.stats_samples=64", "training.warmup_steps=1"]
+        SAMPLERS[:] = [("em", 2, "uniform"), ("ode", 2, "edm")]
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out or ROOT / "resolution_studies" / "results" / f"{args.data.replace('-', '_')}_quality")
     out.mkdir(parents=True, exist_ok=True)
     runs = dict(r.split("=", 1) for r in args.runs) if args.runs else {
-        v: str(train_variant(args.data, v, ROOT / "runs" / f"quality_{args.data}_{v}", args.budget_s)) for v in args.variants}
+        v: str(train_variant(args.data, v, Path(args.work_dir or ROOT / "runs") / f"quality_{args.data}_{v}", args.budget_s, extra))
+        for v in args.variants}
     quality = ImageQuality(args.data)
     results, lines = {"data": args.data, "n": args.n, "variants": {}}, []
     for name, path in runs.items():
         model, sde, grid, cfg = fd.load_run(path)
-        rows, samples = sample_and_evaluate(model, sde, quality, args.resolutions, n=args.n)
+        rows, samples = sample_and_evaluate(model, sde, quality, args.resolutions, n=args.n,
+                                            steps=2 if args.quick else 24)
         for r in rows:
             r["label"] = name
         ck = torch.load(resolve_checkpoint(path), weights_only=True)

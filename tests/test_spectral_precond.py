@@ -60,6 +60,24 @@ def test_statistics_estimate_per_mode_mean_and_variance():
     assert abs(float(st.pointwise_variance()) - C_DATA.pointwise_variance(g)) / C_DATA.pointwise_variance(g) < 0.02
 
 
+def test_snr_profile_is_the_ratio_of_the_two_spectra_per_shell():
+    g = fd.Grid((32, 32))
+    st = _exact_stats(g, C_DATA, _mean(g))
+    prof = dict(st.snr_profile(Q))
+    # both spectra are Matérn: c_k / lambda_k = (s_c² / s_q²) (tau_q² + 4π²|k|²)^a_q / (tau_c² + 4π²|k|²)^a_c
+    r = torch.tensor(list(prof), dtype=torch.float64)
+    shell_mean = []
+    k2 = sum(k.double() ** 2 for k in g.wavenumbers)
+    k2 = torch.broadcast_to(k2, g.rfft_shape)
+    ratio = C_DATA.eigenvalues(g) / Q.eigenvalues(g)
+    for rr in r:
+        sel = (k2.sqrt().round() == rr) & g.mode_mask
+        shell_mean.append(float(ratio[sel].mean()))
+    torch.testing.assert_close(torch.tensor([prof[int(v)] for v in r]), torch.tensor(shell_mean), rtol=1e-10, atol=0)
+    # the data decay faster (alpha 2 vs 1.5): the profile falls at large |k|, i.e. coarse scales first
+    assert prof[12] < prof[4]
+
+
 def test_zero_extrapolation_and_exponential_tail_fit():
     g = fd.Grid((32, 32))
     st = _exact_stats(g, C_DATA, _mean(g))
@@ -161,12 +179,14 @@ def test_sampling_the_zero_network_reproduces_per_mode_variances_at_two_resoluti
         assert float(var[target == 0].max()) < 1e-12 * float(target.max())  # nothing where the data have nothing
 
 
-def test_preconditioned_uno_is_resolution_invariant_32_to_256():
+@pytest.mark.parametrize("position", [False, True])
+def test_preconditioned_uno_is_resolution_invariant_32_to_256(position):
     torch.manual_seed(0)
     g32 = fd.Grid((32, 32))
     data = C_DATA.sample(g32, 256, generator=torch.Generator().manual_seed(4)) + 0.1
     st = SpectralStatistics(g32.shape, extrapolation="exponential").fit(data)
-    model = fd.SpectralPreconditioner(fd.UNOScore(1, 15, (8, 16, 16), 1, cond_channels=1), fd.VPSDE(Q), st)
+    net = fd.UNOScore(1, 15, (8, 16, 16), 1, cond_channels=1, position=position)
+    model = fd.SpectralPreconditioner(net, fd.VPSDE(Q), st)
     with torch.no_grad():
         for p in model.net.parameters():
             p.add_(0.1 * torch.randn_like(p))  # the output conv starts at zero: make the residual non-trivial
@@ -185,6 +205,34 @@ def test_preconditioned_uno_is_resolution_invariant_32_to_256():
             assert float((got - ref).norm() / ref.norm()) < 1e-5, n
 
 
+def test_ode_gauss_samples_the_zero_network_exactly_and_nested_with_two_steps():
+    g16 = fd.Grid((16, 16))
+    sde = fd.VPSDE(Q)
+    st = _exact_stats(g16, C_DATA, _mean(g16), extrapolation="exponential")
+    model = _zero_precond(st, sde, 7)
+    xs = {}
+    for n in (16, 32):
+        g = fd.Grid((n, n))
+        x, info = fd.sample(model, sde, g, 4000, sampler="ode_gauss", steps=2, time_grid="edm",
+                            generator=torch.Generator().manual_seed(3), dtype=torch.float64, return_info=True)
+        assert info["nfe"] == 4
+        var = g.rfft(x - x.mean(0)).abs().square().mean((0, 1)) * g.volume
+        target = st.eigenvalues(g)[0]
+        big = target > 1e-3 * target.max()
+        rel = (var[big] / target[big] - 1).abs()
+        assert rel.mean() < 0.03 and rel.max() < 0.15, (n, float(rel.mean()), float(rel.max()))
+        torch.testing.assert_close(x.mean(0)[0], st.mean_on(g)[0], atol=0.02, rtol=0)
+        xs[n] = x
+    # one seed, two grids: the coarse samples are the Fourier restriction of the fine ones
+    torch.testing.assert_close(fd.resample(xs[32], fd.Grid((32, 32)), g16), xs[16], atol=1e-10, rtol=0)
+
+
+def test_ode_gauss_refuses_a_model_without_a_gaussian_part():
+    sde = fd.VPSDE(Q)
+    with pytest.raises(ValueError, match="Gaussian part"):
+        fd.sample(fd.GaussianScore(sde, C_DATA), sde, fd.Grid((8, 8)), 2, sampler="ode_gauss", steps=2)
+
+
 def test_uno_output_is_band_limited_and_float32_invariant():
     net = fd.UNOScore(1, 13, (8, 16, 16), 1)
     with torch.no_grad():
@@ -198,6 +246,22 @@ def test_uno_output_is_band_limited_and_float32_invariant():
         ref = band_limit(fd.resample(out, g, g28), g28, 13)
         got = net(fd.resample(x, g, g28), torch.tensor([0.3, 0.8]), g28)
     assert float((got - ref).norm() / ref.norm()) < 1e-5
+
+
+def test_position_features_break_translation_equivariance_only_when_asked():
+    g = fd.Grid((28, 28))
+    x = torch.randn(1, 1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3], dtype=torch.float64)
+    for position in (False, True):
+        torch.manual_seed(1)
+        net = fd.UNOScore(1, 13, (8, 8, 8), 1, position=position).double()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+            out, shifted = net(x, t, g), net(torch.roll(x, 4, -1), t, g)  # a shift by one pooling cell (4 points)
+        err = float((torch.roll(out, 4, -1) - shifted).norm() / out.norm())
+        assert (err > 1e-3) if position else (err < 1e-10), (position, err)
+    assert fd.UNOScore(1, 13, position=True).spec["position"] is True
 
 
 def test_preconditioner_rejects_mismatched_networks():

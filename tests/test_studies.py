@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -51,9 +52,13 @@ def test_mnist_study(tmp_path, data_env):
     if not (data_env / "mnist").is_dir():
         pytest.skip(f"MNIST files not found in {data_env}")
     args = ["--quick", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
-            "--classifier-cache", str(tmp_path / "cache"), "--variants", "trace_28", "white_28"]
-    assert _study("mnist_28_to_56").main(args) == 0
-    _check_outputs(tmp_path / "out", "mnist_28_to_56.nc")
+            "--variants", "single", "white", "--sampler-table"]
+    assert _study("mnist_quality").main(args) == 0
+    out = tmp_path / "out"
+    assert (out / "summary.md").is_file() and {p.name for p in out.glob("*.png")} == {"samples_single.png", "samples_white.png"}
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["variants"]) == {"single", "white"} and len(res["samplers"]) == 2
+    assert [r["grid"] for r in res["variants"]["single"]["rows"]] == [28, 56]
 
 
 def test_multilevel_cost_study(tmp_path):

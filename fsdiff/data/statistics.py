@@ -182,6 +182,26 @@ class SpectralStatistics(nn.Module):
         self._require_fitted()
         return (self.variance * self.grid.rfft_weights).flatten(1).sum(1) / self.grid.volume
 
+    def snr_profile(self, covariance: Covariance, channel: int = 0) -> list[tuple[int, float]]:
+        """``[(r, mean of c_k / lambda_k over modes with round(|k|) = r), ...]`` on the estimation grid.
+
+        The data-to-noise ratio per wavenumber shell. The reverse process decides mode k near the time
+        where ``m² c_k = s² lambda_k``, so a profile that *falls* with ``r`` draws large scales first
+        (as white noise does in pixel space); a flat or rising one draws fine scales first. Shells
+        without data power are left out.
+        """
+        self._require_fitted()
+        c = self.variance[channel]
+        lam = covariance.eigenvalues(self.grid)
+        shell = _radius(self.grid).round().long()
+        keep = (c > 0) & (lam > 0)
+        out = []
+        for r in range(int(shell.max()) + 1):
+            sel = keep & (shell == r)
+            if bool(sel.any()):
+                out.append((r, float((c[sel] / lam[sel]).mean())))
+        return out
+
     def as_covariance(self, channel: int = 0) -> "TabulatedCovariance":
         """The estimated spectrum of one channel as a :class:`~fsdiff.Covariance` (e.g. for :class:`fsdiff.GaussianScore`)."""
         self._require_fitted()

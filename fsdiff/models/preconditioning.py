@@ -166,8 +166,11 @@ class SpectralPreconditioner(nn.Module):
         total = per.flatten(1).sum(1)
         return 1.0 / total.clamp_min(1e-12)
 
-    def gaussian_parts(self, x_t: torch.Tensor, t: torch.Tensor, grid: Grid):
-        """``(eta_G, x0_G, c_out)``: posterior mean of eta, Wiener denoised estimate, posterior std (rfft layout)."""
+    def _posterior(self, x_t: torch.Tensor, t: torch.Tensor, grid: Grid) -> dict[str, torch.Tensor]:
+        """Everything the Gaussian part gives, on ``x_t``'s device, float64, schedule evaluated once.
+
+        ``eta_g, x0_g (B, C, *shape)``; ``c_out (B, C, *rfft_shape)``; ``m, s (B, 1, ...)``; ``mu (C, *shape)``.
+        """
         lam, c, mu = self._constants(grid)
         m, s = self._schedule(t, x_t, 1 + grid.ndim)
         dev = x_t.device
@@ -175,27 +178,44 @@ class SpectralPreconditioner(nn.Module):
         r_hat = grid.rfft(x_t.double() - m * mu)
         den = m**2 * c + s**2 * lam
         inv = torch.where(den > 0, 1.0 / den.clamp_min(1e-300), torch.zeros_like(den))
-        eta_g = grid.irfft(r_hat * (s * lam * inv))
-        x0_g = mu + grid.irfft(r_hat * (m * c * inv))
-        c_out = (lam * m**2 * c * inv).clamp_min(0).sqrt()
-        return eta_g, x0_g, c_out
+        return {"eta_g": grid.irfft(r_hat * (s * lam * inv)), "x0_g": mu + grid.irfft(r_hat * (m * c * inv)),
+                "c_out": (lam * m**2 * c * inv).clamp_min(0).sqrt(), "m": m, "s": s, "mu": mu}
 
-    def forward(self, x_t: torch.Tensor, t, grid: Grid) -> torch.Tensor:
-        """Predicted coloured noise ``(B, C, *grid.shape)`` for ``x_t (B, C, *grid.shape)``, ``t (B,)``."""
+    def gaussian_parts(self, x_t: torch.Tensor, t: torch.Tensor, grid: Grid):
+        """``(eta_G, x0_G, c_out)``: posterior mean of eta, Wiener denoised estimate, posterior std (rfft layout)."""
+        p = self._posterior(x_t, t, grid)
+        return p["eta_g"], p["x0_g"], p["c_out"]
+
+    def gaussian_statistics(self, grid: Grid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(mu (C, *shape), c (C, *rfft_shape), lambda (*rfft_shape))`` float64 on ``grid``.
+
+        The Gaussian part of the model (data mean, data eigenvalues, Q's eigenvalues), used by the
+        ``"ode_gauss"`` sampler to integrate it exactly.
+        """
+        lam, c, mu = self._constants(grid)
+        return mu, c, lam
+
+    def _split(self, x_t: torch.Tensor, t, grid: Grid) -> tuple[dict, torch.Tensor]:
         from .embedding import as_batch_time
 
         grid.check(x_t, "x_t", min_leading=2)
         if x_t.ndim != grid.ndim + 2 or x_t.shape[1] != self.in_channels:
             raise ValueError(f"x_t has shape {tuple(x_t.shape)}; expected (batch, {self.in_channels}, *{grid.shape})")
         t = as_batch_time(t, x_t.shape[0], x_t)
-        eta_g, x0_g, c_out = self.gaussian_parts(x_t, t, grid)
+        p = self._posterior(x_t, t, grid)
         v_d, v_q, a = self._scalars()
-        m, s = self._schedule(t, x_t, 1 + grid.ndim)
-        m, s = m.to(x_t.device), s.to(x_t.device)
-        _, _, mu = self._constants(grid)
+        m, s, mu = p["m"], p["s"], p["mu"]
         c_in = (m**2 * v_d + s**2 * v_q).rsqrt()
-        x_in = (c_in * (x_t.double() - m * mu.to(x_t.device))).to(x_t.dtype)
-        cond = ((x0_g - mu.to(x_t.device)) / math.sqrt(max(v_d, 1e-12))).to(x_t.dtype)
+        x_in = (c_in * (x_t.double() - m * mu)).to(x_t.dtype)
+        cond = ((p["x0_g"] - mu) / math.sqrt(max(v_d, 1e-12))).to(x_t.dtype)
         f = self.net(x_in, t, grid, cond)
-        resid = grid.irfft(grid.rfft(f) * (a * c_out).to(f.dtype))
-        return (eta_g.to(x_t.dtype) + resid).to(x_t.dtype)
+        return p, grid.irfft(grid.rfft(f) * (a * p["c_out"]).to(f.dtype))
+
+    def residual(self, x_t: torch.Tensor, t, grid: Grid) -> torch.Tensor:
+        """The network's part ``eta_hat - eta_G`` ``(B, C, *grid.shape)`` (zero for an untrained model)."""
+        return self._split(x_t, t, grid)[1].to(x_t.dtype)
+
+    def forward(self, x_t: torch.Tensor, t, grid: Grid) -> torch.Tensor:
+        """Predicted coloured noise ``(B, C, *grid.shape)`` for ``x_t (B, C, *grid.shape)``, ``t (B,)``."""
+        p, resid = self._split(x_t, t, grid)
+        return (p["eta_g"].to(x_t.dtype) + resid).to(x_t.dtype)

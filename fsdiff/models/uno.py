@@ -105,6 +105,12 @@ class UNOScore(nn.Module):
         Extra input channels ``cond (B, cond_channels, *grid.shape)``.
     time_embed_dim, time_max_freq : sinusoidal embedding of ``t`` (used as is, no ``t * 999``).
     groups : GroupNorm groups.
+    position : bool
+        Add the four functions ``sin, cos(2 pi x_i / L_i)`` as input channels. Every other part of the
+        network is translation equivariant and a Fourier-diagonal Gaussian part is stationary, so
+        without them the model cannot tell where in the box the data live (MNIST digits come out
+        shifted and wrapped across the periodic border). They are band-limited (``|k| = 1``), so the
+        model stays the same function on every grid.
 
     Notes
     -----
@@ -114,7 +120,7 @@ class UNOScore(nn.Module):
 
     def __init__(self, in_channels: int = 1, modes: int | Sequence[int] = 13, channels: Sequence[int] = (32, 64, 128),
                  blocks: int = 1, cond_channels: int = 0, time_embed_dim: int = 64, time_max_freq: float = 1000.0,
-                 groups: int = 8):
+                 groups: int = 8, position: bool = False):
         super().__init__()
         ks = (modes, modes) if isinstance(modes, int) else tuple(int(k) for k in modes)
         if len(ks) != 2 or ks[0] != ks[1] or ks[0] < 2:
@@ -127,13 +133,14 @@ class UNOScore(nn.Module):
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
         self.in_channels, self.cond_channels, self.K = in_channels, cond_channels, ks[0]
         self.channels, self.blocks, self.groups = channels, blocks, int(groups)
+        self.position = bool(position)
         self.time_embed_dim, self.time_max_freq = int(time_embed_dim), float(time_max_freq)
         self.n = internal_size(self.K)
         self.internal = Grid((self.n, self.n))
         emb = 4 * channels[0]
         self.time = nn.Sequential(SinusoidalTimeEmbedding(self.time_embed_dim, self.time_max_freq),
                                   nn.Linear(self.time_embed_dim, emb), nn.GELU(), nn.Linear(emb, emb))
-        self.conv_in = nn.Conv2d(in_channels + cond_channels, channels[0], 3, padding=1, padding_mode="circular")
+        self.conv_in = nn.Conv2d(in_channels + cond_channels + 4 * self.position, channels[0], 3, padding=1, padding_mode="circular")
         sizes = [self.n, self.n // 2, self.n // 4]
         self.down = nn.ModuleList()
         c = channels[0]
@@ -164,7 +171,8 @@ class UNOScore(nn.Module):
     def spec(self) -> dict:
         return {"type": "uno_score", "in_channels": self.in_channels, "modes": self.K, "channels": list(self.channels),
                 "blocks": self.blocks, "cond_channels": self.cond_channels, "time_embed_dim": self.time_embed_dim,
-                "time_max_freq": self.time_max_freq, "groups": self.groups}
+                "time_max_freq": self.time_max_freq, "groups": self.groups,
+                "position": self.position}
 
     def _to_internal(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
         if grid.ndim != 2:
@@ -172,6 +180,12 @@ class UNOScore(nn.Module):
         # a grid coarser than the band holds a function band-limited to its own modes: prolonging it is exact
         internal = Grid((self.n, self.n), grid.length)
         return band_limit(resample(u, grid, internal), internal, self.K)
+
+    def _position(self, length, like: torch.Tensor) -> torch.Tensor:
+        """``(1, 4, n, n)``: sin and cos of ``2 pi x_i / L_i`` on the internal grid."""
+        coords = Grid((self.n, self.n), length).mesh()
+        feats = [f(2 * math.pi * c / L) for c, L in zip(coords, Grid((self.n, self.n), length).length) for f in (torch.sin, torch.cos)]
+        return torch.stack(feats)[None].to(device=like.device, dtype=like.dtype)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, grid: Grid, cond: torch.Tensor | None = None) -> torch.Tensor:
         """``x_t (B, C, *grid.shape)``, ``t (B,)``, ``cond (B, cond_channels, *grid.shape)`` -> ``(B, C, *grid.shape)``."""
@@ -191,7 +205,10 @@ class UNOScore(nn.Module):
         B = x_t.shape[0]
         t = as_batch_time(t, B, x_t)
         emb = self.time(t.to(self.conv_in.weight.dtype)).to(x_t.dtype)
-        h = self.conv_in(self._to_internal(torch.cat(parts, 1) if len(parts) > 1 else x_t, grid))
+        h = self._to_internal(torch.cat(parts, 1) if len(parts) > 1 else x_t, grid)
+        if self.position:
+            h = torch.cat([h, self._position(grid.length, h).expand(B, -1, -1, -1)], 1)
+        h = self.conv_in(h)
         skips = []
         blocks = iter(self.down)
         for lvl in range(3):
