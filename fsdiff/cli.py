@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", default=None, help="train from this TOML instead of the data set's example config")
     d.add_argument("--steps", type=int, default=None, help="training steps (longer runs give better samples)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
-    d.add_argument("--n", type=int, default=32, help="samples per resolution")
-    d.add_argument("--sampler", default="ode", choices=["em", "pc", "ode", "ode_adaptive"])
+    d.add_argument("--n", type=int, default=64, help="samples per resolution")
+    d.add_argument("--sampler", default="auto", choices=["auto", "em", "pc", "ode", "ode_gauss", "ode_adaptive"],
+                   help="auto: ode_gauss for preconditioned models, else ode")
     d.add_argument("--sample-steps", type=int, default=24)
     d.add_argument("--n-pretrained", type=int, default=64, help="samples per resolution of the shipped MNIST model")
     d.add_argument("--no-pretrained", action="store_true", help="skip sampling the shipped MNIST model")
@@ -200,9 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resolution", nargs="+", default=None, metavar="N|NxM",
                    help="one or more grids (default: the training grid); finer than training is allowed")
     s.add_argument("--n", type=int, default=16, help="samples per resolution")
-    s.add_argument("--sampler", default="ode", choices=["em", "pc", "ode", "ode_adaptive"],
-                   help="default: Heun on the probability-flow ODE")
-    s.add_argument("--steps", type=int, default=24, help="time steps (default 24: Heun, 49 score evaluations)")
+    s.add_argument("--sampler", default="auto", choices=["auto", "em", "pc", "ode", "ode_gauss", "ode_adaptive"],
+                   help="auto (default): Heun on the probability-flow ODE, in Gaussian coordinates (ode_gauss) "
+                        "for preconditioned models, else ode")
+    s.add_argument("--steps", type=int, default=24, help="time steps (default 24: Heun, 48 score evaluations)")
     s.add_argument("--time-grid", default="edm", choices=["uniform", "quadratic", "edm"],
                    help="time grid (default: EDM's rho = 7 schedule)")
     s.add_argument("--seed", type=int, default=0)
@@ -216,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("run", help="run directory or checkpoint file")
     v.add_argument("--resolutions", type=int, nargs="+", default=[16, 32, 64, 128])
     v.add_argument("--n", type=int, default=64, help="generated samples per resolution")
-    v.add_argument("--sampler", default="em", choices=["em", "pc", "ode", "ode_adaptive"])
+    v.add_argument("--sampler", default="em", choices=["em", "pc", "ode", "ode_gauss", "ode_adaptive"])
     v.add_argument("--steps", type=int, default=100)
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--out", default=None, help="output folder (default: RUN/invariance)")

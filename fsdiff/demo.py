@@ -107,7 +107,7 @@ def train_sample_demo(
     overrides: Sequence[str] = (),
     factors: Sequence[int] = (1, 2, 4),
     n: int = 32,
-    sampler: str = "ode",
+    sampler: str = "auto",
     steps: int = 24,
     seed: int = 0,
     progress: bool = True,
@@ -180,7 +180,10 @@ def train_sample_demo(
                  "dotted line: training grid's highest mode", fontsize=10)
     fig.tight_layout()
     save_figure(fig, out / "demo.png")
-    summary = {"train_seconds": train_seconds, "sample_seconds": sample_seconds, "sampler": sampler, "steps": steps,
+    from .sampling import default_sampler
+
+    used = default_sampler(model) if sampler == "auto" else sampler
+    summary = {"train_seconds": train_seconds, "sample_seconds": sample_seconds, "sampler": used, "steps": steps,
                "n": n, "seed": seed, "train_resolution": list(grid.shape), "metrics": metrics}
     write_json(out / "metrics.json", summary)
     return summary
@@ -230,7 +233,10 @@ def pretrained_demo(out_dir: str | os.PathLike, path: str | os.PathLike = PRETRA
     kind = cfg.data.spec().get("kind", "mnist")
     t0 = time.perf_counter()
     shapes = [(N, N) for N in resolutions]
-    xs = sample_run(model, sde, grid, shapes, n, 1, sampler="ode", steps=steps, seed=seed, out=out / "samples.nc",
+    from .sampling import default_sampler
+
+    sampler_used = default_sampler(model)
+    xs = sample_run(model, sde, grid, shapes, n, 1, sampler=sampler_used, steps=steps, seed=seed, out=out / "samples.nc",
                     progress=progress, time_grid="edm", cmap="gray", chunk_size=64)
     seconds = time.perf_counter() - t0
     try:
@@ -242,12 +248,12 @@ def pretrained_demo(out_dir: str | os.PathLike, path: str | os.PathLike = PRETRA
         g = Grid(shape)
         row = quality.evaluate(xs[shape], g) if quality is not None else {"grid": shape[0], "n": n,
                                                                           "power_beyond_13": power_fraction_beyond(xs[shape], g, 13)}
-        row.update(nfe=2 * steps + 1, label=Path(path).name)
+        row.update(nfe=2 * steps + (sampler_used != "ode_gauss"), label=Path(path).name)
         rows.append(row)
     panels = [(f"{s[0]}²", [("", xs[s][i, 0], Grid(s)) for i in range(8)]) for s in shapes]
     fig = field_panels(panels, shared_color=True, cmap="gray", images=True)
     fig.suptitle(f"{Path(path).name}: trained at {grid.shape[0]}², the same 8 draws sampled at "
-                 f"{', '.join(f'{s[0]}²' for s in shapes)} (Heun PF-ODE, {2 * steps + 1} evaluations)", fontsize=10)
+                 f"{', '.join(f'{s[0]}²' for s in shapes)} ({sampler_used}, {2 * steps + (sampler_used != 'ode_gauss')} evaluations)", fontsize=10)
     save_figure(fig, out / "digits.png")
     summary = {"model": str(path), "rows": rows, "sample_seconds": seconds, "n": n, "steps": steps,
                "quality_unavailable": None if quality is not None else reason}

@@ -19,7 +19,7 @@ import torch
 from .grid import Grid, to_dataarray
 from .io import write_netcdf
 from .plotting import field_panels, save_figure
-from .sampling import sample
+from .sampling import default_sampler, sample
 
 __all__ = ["parse_resolution", "sample_run", "output_paths"]
 
@@ -57,7 +57,7 @@ def sample_run(
     shapes: Sequence[tuple[int, ...]],
     n: int,
     channels: int,
-    sampler: str = "em",
+    sampler: str = "auto",
     steps: int = 200,
     seed: int = 0,
     out: str | os.PathLike | None = None,
@@ -73,8 +73,11 @@ def sample_run(
     ``cmap`` colours the PNG grids (``"gray"`` for grey-scale images). Every resolution starts from
     ``torch.Generator().manual_seed(seed)``: the prior draws are
     nested, so the samples at different resolutions are driven by the same random function.
+    ``sampler="auto"`` takes :func:`fsdiff.sampling.default_sampler` of the model.
     Returns ``{shape: (n, channels, *shape)}``.
     """
+    if sampler == "auto":
+        sampler = default_sampler(model)
     if n < 1:
         raise ValueError(f"n must be positive; got {n}")
     paths = output_paths(out, shapes) if out is not None else [None] * len(shapes)

@@ -153,7 +153,7 @@ class ImageQuality:
 
 
 def sample_and_evaluate(model, sde, quality: ImageQuality, resolutions: Sequence[int], n: int = 256,
-                        sampler: str = "ode", steps: int = 24, time_grid: str = "edm", seed: int = 0,
+                        sampler: str = "auto", steps: int = 24, time_grid: str = "edm", seed: int = 0,
                         chunk_size: int | None = 64, progress: bool = False) -> tuple[list[dict], dict]:
     """Sample ``model`` at each ``N x N`` of ``resolutions`` (one seed: nested draws) and measure it.
 
@@ -162,8 +162,10 @@ def sample_and_evaluate(model, sde, quality: ImageQuality, resolutions: Sequence
     """
     import time
 
-    from .sampling import sample
+    from .sampling import default_sampler, sample
 
+    if sampler == "auto":
+        sampler = default_sampler(model)
     rows, samples = [], {}
     for N in resolutions:
         g = Grid((N, N))

@@ -89,13 +89,22 @@ from .parametrization import eta_to_qscore, eta_to_x0
 from .sde import SDE
 from .timesteps import time_steps
 
-__all__ = ["sample", "sample_coarse_to_fine", "SAMPLERS"]
+__all__ = ["sample", "sample_coarse_to_fine", "SAMPLERS", "default_sampler"]
 
 SAMPLERS = ("em", "pc", "ode", "ode_gauss", "ode_adaptive")
 _SEED_HIGH = 2**62
 
 
 # --------------------------------------------------------------------------- helpers
+def default_sampler(model) -> str:
+    """``"ode_gauss"`` for models with a Gaussian part (``gaussian_statistics`` and ``residual``), else ``"ode"``.
+
+    The measured default (``resolution_studies/mnist_quality.py --sampler-table``); the command line's
+    ``--sampler auto`` resolves through it.
+    """
+    return "ode_gauss" if hasattr(model, "gaussian_statistics") and hasattr(model, "residual") else "ode"
+
+
 def _check_common(sde: SDE, grid: Grid, n: int, channels: int, sampler: str, chunk_size, snr: float, corrector_steps: int) -> None:
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a fsdiff SDE; got {type(sde).__name__}")

@@ -15,8 +15,8 @@ Variants (overrides of ``configs/<data>.toml``):
 * ``white``: white-noise ablation (Q = I; grid-dependent, allowed only as a baseline);
 * ``no_precond``: the same network predicting eta directly, no preconditioning.
 
-``--sampler-table`` also measures quality against score evaluations for EM, PC and Heun PF-ODE on
-the first variant.
+``--sampler-table`` also measures quality against score evaluations for EM, PC, Heun PF-ODE and
+Heun PF-ODE in Gaussian coordinates (``ode_gauss``) on the first variant.
 
     python resolution_studies/mnist_quality.py --data mnist --budget-s 600 --n 256
     python resolution_studies/mnist_quality.py --data mnist --runs single=pretrained/mnist.pt --n 256
@@ -47,7 +47,8 @@ VARIANTS = {
     "no_precond": ['model.precondition="none"', "model.cond_channels=0", 'training.weighting="none"'],
 }
 SAMPLERS = [("em", 50, "uniform"), ("em", 200, "uniform"), ("pc", 25, "uniform"), ("pc", 100, "uniform"),
-            ("ode", 12, "edm"), ("ode", 24, "edm"), ("ode", 50, "edm")]
+            ("ode", 12, "edm"), ("ode", 24, "edm"), ("ode_gauss", 6, "edm"), ("ode_gauss", 12, "edm"),
+            ("ode_gauss", 24, "edm"), ("ode_gauss", 50, "edm")]
 
 
 def train_variant(data: str, name: str, run_dir: Path, budget_s: float, extra: list[str] = ()) -> Path:

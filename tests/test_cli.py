@@ -38,7 +38,7 @@ def test_sample_round_trip(run_dir, tmp_path):
         assert da.dims == ("sample", "channel", "x", "y")
         assert da.shape == (3, 1, n, n)
         assert float(da["x"][1]) == pytest.approx(1.0 / n)
-        assert da.attrs["sampler"] == "ode" and da.attrs["time_grid"] == "edm" and int(da.attrs["seed"]) == 5 and int(da.attrs["steps"]) == 3
+        assert da.attrs["sampler"] == "ode_gauss" and da.attrs["time_grid"] == "edm" and int(da.attrs["seed"]) == 5 and int(da.attrs["steps"]) == 3
         assert json.loads(da.attrs["model"])["type"] == "spectral_precond"
         assert "matern" in json.loads(da.attrs["sde"])["covariance"]["type"]
         assert torch.isfinite(torch.as_tensor(da.values)).all()
