@@ -430,16 +430,14 @@ def sample(
             if return_trajectory_at is not None:
                 for s in return_trajectory_at:
                     traj.setdefault(float(s), x.clone())  # times at or below eps
-        elif sampler == "ode_gauss":
-            record = _record_nodes(times, return_trajectory_at)
-            for key in record.get(0, ()):
-                traj[key] = x.clone()
-            x = run.run_gauss(x, times, grid, record, traj, denoise, from_prior=x_init is None)
         else:
             record = _record_nodes(times, return_trajectory_at)
             for key in record.get(0, ()):
                 traj[key] = x.clone()
-            x = run.run_fixed(sampler, x, times, 0, nsteps, grid, step_seeds, record, traj)
+            if sampler == "ode_gauss":
+                x = run.run_gauss(x, times, grid, record, traj, denoise, from_prior=x_init is None)
+            else:
+                x = run.run_fixed(sampler, x, times, 0, nsteps, grid, step_seeds, record, traj)
         if denoise and sampler != "ode_gauss":
             x = eta_to_x0(x, run.eta(x, eps, grid), eps, sde)
     finally:

@@ -182,10 +182,14 @@ class UNOScore(nn.Module):
         return band_limit(resample(u, grid, internal), internal, self.K)
 
     def _position(self, length, like: torch.Tensor) -> torch.Tensor:
-        """``(1, 4, n, n)``: sin and cos of ``2 pi x_i / L_i`` on the internal grid."""
-        coords = Grid((self.n, self.n), length).mesh()
-        feats = [f(2 * math.pi * c / L) for c, L in zip(coords, Grid((self.n, self.n), length).length) for f in (torch.sin, torch.cos)]
-        return torch.stack(feats)[None].to(device=like.device, dtype=like.dtype)
+        """``(1, 4, n, n)``: sin and cos of ``2 pi x_i / L_i`` on the internal grid (cached per length, device, dtype)."""
+        key = (tuple(length), like.device, like.dtype)
+        cache = self.__dict__.setdefault("_position_cache", {})
+        if key not in cache:
+            g = Grid((self.n, self.n), length)
+            feats = [f(2 * math.pi * c / L) for c, L in zip(g.mesh(), g.length) for f in (torch.sin, torch.cos)]
+            cache[key] = torch.stack(feats)[None].to(device=like.device, dtype=like.dtype)
+        return cache[key]
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, grid: Grid, cond: torch.Tensor | None = None) -> torch.Tensor:
         """``x_t (B, C, *grid.shape)``, ``t (B,)``, ``cond (B, cond_channels, *grid.shape)`` -> ``(B, C, *grid.shape)``."""
