@@ -231,6 +231,10 @@ def test_ode_gauss_refuses_a_model_without_a_gaussian_part():
     sde = fd.VPSDE(Q)
     with pytest.raises(ValueError, match="Gaussian part"):
         fd.sample(fd.GaussianScore(sde, C_DATA), sde, fd.Grid((8, 8)), 2, sampler="ode_gauss", steps=2)
+    st = _exact_stats(fd.Grid((8, 8)), C_DATA, torch.zeros(1, 8, 8))
+    with pytest.raises(ValueError, match="does not support sampler 'ode_gauss'"):
+        fd.sample_coarse_to_fine(_zero_precond(st, sde, 3), sde, [fd.Grid((8, 8)), fd.Grid((16, 16))], [0.5], 2,
+                                 sampler="ode_gauss", steps=4)
 
 
 def test_uno_output_is_band_limited_and_float32_invariant():
