@@ -152,6 +152,8 @@ def _cmd_invariance(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .sampling import SAMPLER_CHOICES
+
     p = argparse.ArgumentParser(prog="fsdiff", description="Score-based diffusion in function space.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -163,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=None, help="training steps (longer runs give better samples)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     d.add_argument("--n", type=int, default=64, help="samples per resolution")
-    d.add_argument("--sampler", default="auto", choices=["auto", "em", "pc", "ode", "ode_gauss", "ode_adaptive"],
+    d.add_argument("--sampler", default="auto", choices=SAMPLER_CHOICES,
                    help="auto: ode_gauss for preconditioned models, else ode")
     d.add_argument("--sample-steps", type=int, default=24)
     d.add_argument("--n-pretrained", type=int, default=64, help="samples per resolution of the shipped MNIST model")
@@ -201,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resolution", nargs="+", default=None, metavar="N|NxM",
                    help="one or more grids (default: the training grid); finer than training is allowed")
     s.add_argument("--n", type=int, default=16, help="samples per resolution")
-    s.add_argument("--sampler", default="auto", choices=["auto", "em", "pc", "ode", "ode_gauss", "ode_adaptive"],
+    s.add_argument("--sampler", default="auto", choices=SAMPLER_CHOICES,
                    help="auto (default): Heun on the probability-flow ODE, in Gaussian coordinates (ode_gauss) "
                         "for preconditioned models, else ode")
     s.add_argument("--steps", type=int, default=24, help="time steps (default 24: Heun, 48 score evaluations)")

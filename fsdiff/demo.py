@@ -145,8 +145,8 @@ def train_sample_demo(
     channels = int(getattr(dataset, "channels", 1))
     shapes = [tuple(f * s for s in grid.shape) for f in factors]
     t0 = time.perf_counter()
-    generated = sample_run(model, sde, grid, shapes, n, channels, sampler=sampler, steps=steps, seed=seed,
-                           out=out / "samples.nc", progress=progress, time_grid=time_grid)
+    generated, run_info = sample_run(model, sde, grid, shapes, n, channels, sampler=sampler, steps=steps, seed=seed,
+                                     out=out / "samples.nc", progress=progress, time_grid=time_grid)
     sample_seconds = time.perf_counter() - t0
 
     metrics: dict[str, dict] = {}
@@ -180,10 +180,8 @@ def train_sample_demo(
                  "dotted line: training grid's highest mode", fontsize=10)
     fig.tight_layout()
     save_figure(fig, out / "demo.png")
-    from .sampling import default_sampler
-
-    used = default_sampler(model) if sampler == "auto" else sampler
-    summary = {"train_seconds": train_seconds, "sample_seconds": sample_seconds, "sampler": used, "steps": steps,
+    summary = {"train_seconds": train_seconds, "sample_seconds": sample_seconds, "sampler": run_info["sampler"],
+               "nfe": run_info["nfe"], "steps": steps,
                "n": n, "seed": seed, "train_resolution": list(grid.shape), "metrics": metrics}
     write_json(out / "metrics.json", summary)
     return summary
@@ -233,11 +231,9 @@ def pretrained_demo(out_dir: str | os.PathLike, path: str | os.PathLike = PRETRA
     kind = cfg.data.spec().get("kind", "mnist")
     t0 = time.perf_counter()
     shapes = [(N, N) for N in resolutions]
-    from .sampling import default_sampler
-
-    sampler_used = default_sampler(model)
-    xs = sample_run(model, sde, grid, shapes, n, 1, sampler=sampler_used, steps=steps, seed=seed, out=out / "samples.nc",
-                    progress=progress, time_grid="edm", cmap="gray", chunk_size=64)
+    xs, run_info = sample_run(model, sde, grid, shapes, n, 1, steps=steps, seed=seed, out=out / "samples.nc",
+                              progress=progress, time_grid="edm", cmap="gray", chunk_size=64)
+    sampler_used, nfe = run_info["sampler"], run_info["nfe"]
     seconds = time.perf_counter() - t0
     try:
         quality = ImageQuality(kind)
@@ -248,12 +244,12 @@ def pretrained_demo(out_dir: str | os.PathLike, path: str | os.PathLike = PRETRA
         g = Grid(shape)
         row = quality.evaluate(xs[shape], g) if quality is not None else {"grid": shape[0], "n": n,
                                                                           "power_beyond_13": power_fraction_beyond(xs[shape], g, 13)}
-        row.update(nfe=2 * steps + (sampler_used != "ode_gauss"), label=Path(path).name)
+        row.update(nfe=nfe, sample_s=run_info["seconds"][shape], label=Path(path).name)
         rows.append(row)
     panels = [(f"{s[0]}²", [("", xs[s][i, 0], Grid(s)) for i in range(8)]) for s in shapes]
     fig = field_panels(panels, shared_color=True, cmap="gray", images=True)
     fig.suptitle(f"{Path(path).name}: trained at {grid.shape[0]}², the same 8 draws sampled at "
-                 f"{', '.join(f'{s[0]}²' for s in shapes)} ({sampler_used}, {2 * steps + (sampler_used != 'ode_gauss')} evaluations)", fontsize=10)
+                 f"{', '.join(f'{s[0]}²' for s in shapes)} ({sampler_used}, {nfe} evaluations)", fontsize=10)
     save_figure(fig, out / "digits.png")
     summary = {"model": str(path), "rows": rows, "sample_seconds": seconds, "n": n, "steps": steps,
                "quality_unavailable": None if quality is not None else reason}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +20,7 @@ import torch
 from .grid import Grid, to_dataarray
 from .io import write_netcdf
 from .plotting import field_panels, save_figure
-from .sampling import default_sampler, sample
+from .sampling import sample
 
 __all__ = ["parse_resolution", "sample_run", "output_paths"]
 
@@ -67,31 +68,33 @@ def sample_run(
     n_plot: int = 16,
     time_grid: str = "edm",
     cmap: str = "viridis",
-) -> dict[tuple[int, ...], torch.Tensor]:
+) -> tuple[dict[tuple[int, ...], torch.Tensor], dict]:
     """Sample ``n`` functions at each grid shape with one seed; optionally write netCDF + PNG.
 
     ``cmap`` colours the PNG grids (``"gray"`` for grey-scale images). Every resolution starts from
     ``torch.Generator().manual_seed(seed)``: the prior draws are
     nested, so the samples at different resolutions are driven by the same random function.
     ``sampler="auto"`` takes :func:`fsdiff.sampling.default_sampler` of the model.
-    Returns ``{shape: (n, channels, *shape)}``.
+    Returns ``({shape: (n, channels, *shape)}, info)``, ``info = {"sampler", "nfe", "seconds"}``: the
+    scheme that ran, score evaluations per resolution and ``{shape: wall-clock s}``.
     """
-    if sampler == "auto":
-        sampler = default_sampler(model)
     if n < 1:
         raise ValueError(f"n must be positive; got {n}")
     paths = output_paths(out, shapes) if out is not None else [None] * len(shapes)
-    results = {}
+    results, info = {}, {"sampler": sampler, "nfe": 0, "seconds": {}}
     for shape, path in zip(shapes, paths):
         grid = Grid(shape, train_grid.length)
         gen = torch.Generator().manual_seed(seed)
+        t0 = time.perf_counter()
         with torch.no_grad():
-            x = sample(model, sde, grid, n, channels=channels, sampler=sampler, steps=steps, generator=gen,
-                       chunk_size=chunk_size, progress=progress, time_grid=time_grid)
+            x, run = sample(model, sde, grid, n, channels=channels, sampler=sampler, steps=steps, generator=gen,
+                            chunk_size=chunk_size, progress=progress, time_grid=time_grid, return_info=True)
+        info.update(sampler=run["sampler"], nfe=run["nfe"])
+        info["seconds"][shape] = time.perf_counter() - t0
         results[shape] = x
         if path is not None:
             meta = {
-                "sampler": sampler, "steps": steps, "time_grid": time_grid, "seed": seed, "resolution": "x".join(map(str, shape)),
+                "sampler": run["sampler"], "nfe": run["nfe"], "steps": steps, "time_grid": time_grid, "seed": seed, "resolution": "x".join(map(str, shape)),
                 "train_resolution": "x".join(map(str, train_grid.shape)),
                 "sde": json.dumps(sde.to_dict()), "covariance": repr(sde.covariance),
                 "model": json.dumps(getattr(model, "spec", {"type": type(model).__name__})),
@@ -105,4 +108,4 @@ def sample_run(
                     for r in range((k + cols - 1) // cols)]
             fig = field_panels(rows, shared_color=True, cmap=cmap, images=cmap == "gray")
             save_figure(fig, path.with_suffix(".png"))
-    return results
+    return results, info

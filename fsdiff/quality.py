@@ -3,7 +3,8 @@
 Measures that a consistently bad model cannot pass by being consistently bad:
 
 * ``confident``: fraction of samples that an *independent* classifier
-  (:mod:`fsdiff.classifier`, trained on real images only) assigns a class with probability >= 0.9;
+  (:mod:`fsdiff.classifier`, trained on real images only) assigns a class with probability >= 0.9,
+  next to ``confident_real``, the same fraction for the real test images;
 * ``entropy``: entropy of the histogram of predicted classes divided by ``log(classes)``
   (1 = every class equally often; a model that draws only "1"s scores 0);
 * ``fd``: Fréchet distance of classifier features against a reference set of real test images,
@@ -89,6 +90,8 @@ class ImageQuality:
         self._data_root = data_root
         self._train_images: torch.Tensor | None = None
         self.reference = classifier_features(self.classifier, test, self.grid28)
+        #: the ``confident`` figure of the real test images: the level a perfect sampler reaches
+        self.confident_real = float((self.probabilities(test, self.grid28).max(-1).values >= CONFIDENCE).double().mean())
         self._floors: dict[int, float] = {}
         self._real_bands: dict = {}
 
@@ -145,6 +148,7 @@ class ImageQuality:
         ratio = band_power(x, grid, edges) / self.real_band_power(grid, edges).clamp_min(1e-300)
         return {
             "n": n, "grid": grid.shape[0], "confident": float((conf >= CONFIDENCE).double().mean()),
+            "confident_real": self.confident_real,
             "entropy": entropy, "fd": fd, "fd_floor": floor, "fd_ratio": fd / floor,
             "power_beyond_13": power_fraction_beyond(x, grid, 13),
             "band_edges": list(edges), "band_ratio": [float(v) for v in ratio],
@@ -162,10 +166,8 @@ def sample_and_evaluate(model, sde, quality: ImageQuality, resolutions: Sequence
     """
     import time
 
-    from .sampling import default_sampler, sample
+    from .sampling import sample
 
-    if sampler == "auto":
-        sampler = default_sampler(model)
     rows, samples = [], {}
     for N in resolutions:
         g = Grid((N, N))
@@ -174,7 +176,7 @@ def sample_and_evaluate(model, sde, quality: ImageQuality, resolutions: Sequence
                          generator=torch.Generator().manual_seed(seed), chunk_size=chunk_size, progress=progress,
                          return_info=True)
         row = quality.evaluate(x, g)
-        row.update(sampler=sampler, steps=steps, time_grid=time_grid, nfe=info["nfe"], sample_s=time.perf_counter() - t0)
+        row.update(sampler=info["sampler"], steps=steps, time_grid=time_grid, nfe=info["nfe"], sample_s=time.perf_counter() - t0)
         rows.append(row)
         samples[N] = x
     return rows, samples
@@ -182,9 +184,9 @@ def sample_and_evaluate(model, sde, quality: ImageQuality, resolutions: Sequence
 
 def format_quality_table(rows: Sequence[dict], label: str = "") -> str:
     """Fixed-width text table of :func:`sample_and_evaluate` rows."""
-    head = f"{'model':<22} {'N':>4} {'NFE':>4} {'conf>=0.9':>9} {'entropy':>7} {'FD':>7} {'floor':>6} {'FD/floor':>8} {'P(|k|>13)':>9} {'time s':>7}"
+    head = f"{'model':<22} {'N':>4} {'NFE':>4} {'conf>=0.9':>9} {'real':>5} {'entropy':>7} {'FD':>7} {'floor':>6} {'FD/floor':>8} {'P(|k|>13)':>9} {'time s':>7}"
     lines = [head]
     for r in rows:
-        lines.append(f"{r.get('label', label):<22} {r['grid']:>4} {r.get('nfe', 0):>4} {r['confident']:>9.3f} {r['entropy']:>7.3f} "
+        lines.append(f"{r.get('label', label):<22} {r['grid']:>4} {r.get('nfe', 0):>4} {r['confident']:>9.3f} {r.get('confident_real', float('nan')):>5.2f} {r['entropy']:>7.3f} "
                      f"{r['fd']:>7.2f} {r['fd_floor']:>6.2f} {r['fd_ratio']:>8.2f} {r['power_beyond_13']:>9.2e} {r.get('sample_s', 0):>7.1f}")
     return "\n".join(lines)

@@ -89,9 +89,11 @@ from .parametrization import eta_to_qscore, eta_to_x0
 from .sde import SDE
 from .timesteps import time_steps
 
-__all__ = ["sample", "sample_coarse_to_fine", "SAMPLERS", "default_sampler"]
+__all__ = ["sample", "sample_coarse_to_fine", "SAMPLERS", "SAMPLER_CHOICES", "default_sampler", "resolve_sampler"]
 
 SAMPLERS = ("em", "pc", "ode", "ode_gauss", "ode_adaptive")
+#: what ``sampler=`` accepts: a scheme of :data:`SAMPLERS`, or ``"auto"`` (:func:`default_sampler`)
+SAMPLER_CHOICES = ("auto",) + SAMPLERS
 _SEED_HIGH = 2**62
 
 
@@ -103,6 +105,15 @@ def default_sampler(model) -> str:
     ``--sampler auto`` resolves through it.
     """
     return "ode_gauss" if hasattr(model, "gaussian_statistics") and hasattr(model, "residual") else "ode"
+
+
+def resolve_sampler(sampler: str, model) -> str:
+    """The scheme ``sampler`` names: ``"auto"`` becomes :func:`default_sampler` of ``model``."""
+    if sampler == "auto":
+        return default_sampler(model)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLER_CHOICES}")
+    return sampler
 
 
 def _check_common(sde: SDE, grid: Grid, n: int, channels: int, sampler: str, chunk_size, snr: float, corrector_steps: int) -> None:
@@ -198,34 +209,19 @@ class _Run:
         return x + (t1 - t0) * 0.5 * (d0 + d1)
 
     # -- the PF-ODE in the Gaussian coordinates (sampler "ode_gauss") -------------
-    def _gauss_coeffs(self, t: float, grid: Grid):
-        """``(m, s, sqrt(v) (C, *rfft_shape), g²)`` float64 at time ``t``."""
-        mu, c, lam = self._gauss
-        m, s = float(self.sde.mean_scale(t)), float(self.sde.std(t))
-        return m, s, (m * m * c + s * s * lam).clamp_min(0).sqrt(), float(self.sde.diffusion_sq(t))
-
-    def to_gauss(self, x: torch.Tensor, t: float, grid: Grid) -> torch.Tensor:
-        mu = self._gauss[0]
-        m, _, sv, _ = self._gauss_coeffs(t, grid)
-        r_hat = grid.rfft(x.double() - m * mu)
-        return torch.where(sv > 0, r_hat / sv.clamp_min(1e-300), torch.zeros_like(r_hat))
-
-    def from_gauss(self, y: torch.Tensor, t: float, grid: Grid) -> torch.Tensor:
-        mu = self._gauss[0]
-        m, _, sv, _ = self._gauss_coeffs(t, grid)
-        return (m * mu + grid.irfft(y * sv)).to(self.dtype)
-
-    def gauss_velocity(self, y: torch.Tensor, t: float, grid: Grid) -> torch.Tensor:
-        m, s, sv, g2 = self._gauss_coeffs(t, grid)
+    def gauss_velocity(self, y: torch.Tensor, t: float, coords: "_GaussCoordinates") -> torch.Tensor:
+        """``dy/dt = g² e_hat / (2 s sqrt(v))``, ``e`` the network residual at ``x(y)``."""
+        m, s, sv = coords.scales(t)
+        g2 = float(self.sde.diffusion_sq(t))
         self.nfe += 1
-        e = _eval(self.model.residual, self.from_gauss(y, t, grid), t, grid, self.chunk_size)
-        e_hat = grid.rfft(e.double())
+        e = _eval(self.model.residual, coords.to_x(y, t), t, coords.grid, self.chunk_size)
+        e_hat = coords.grid.rfft(e.double())
         return torch.where(sv > 0, 0.5 * g2 * e_hat / (s * sv.clamp_min(1e-300)), torch.zeros_like(e_hat))
 
-    def gauss_heun_step(self, y: torch.Tensor, t0: float, t1: float, grid: Grid) -> torch.Tensor:
-        d0 = self.gauss_velocity(y, t0, grid)
+    def gauss_heun_step(self, y: torch.Tensor, t0: float, t1: float, coords: "_GaussCoordinates") -> torch.Tensor:
+        d0 = self.gauss_velocity(y, t0, coords)
         ye = y + (t1 - t0) * d0
-        return y + (t1 - t0) * 0.5 * (d0 + self.gauss_velocity(ye, t1, grid))
+        return y + (t1 - t0) * 0.5 * (d0 + self.gauss_velocity(ye, t1, coords))
 
     def run_gauss(self, x, times: torch.Tensor, grid: Grid, record: dict[int, list[float]], traj: dict,
                   denoise: bool, from_prior: bool) -> torch.Tensor:
@@ -234,25 +230,16 @@ class _Run:
         ``from_prior``: ``x = s(T) xi`` is the prior draw; then ``y_T = xi_hat / sqrt(lambda)`` (standard
         per mode), i.e. the run starts from the Gaussian part's own marginal at T instead of ``N(0, s² Q)``.
         """
-        self._gauss = tuple(v.to(self.device) for v in self.model.gaussian_statistics(grid))
-        if from_prior:
-            lam = self._gauss[2]
-            s_T = float(self.sde.std(float(times[0])))
-            xi_hat = grid.rfft(x.double()) / s_T
-            y = torch.where(lam > 0, xi_hat / lam.clamp_min(1e-300).sqrt(), torch.zeros_like(xi_hat))
-        else:
-            y = self.to_gauss(x, float(times[0]), grid)
+        coords = _GaussCoordinates(self.model, self.sde, grid, self.device, self.dtype)
+        y = coords.from_prior(x, float(times[0])) if from_prior else coords.to_y(x, float(times[0]))
         for i in range(times.numel() - 1):
             t0, t1 = float(times[i]), float(times[i + 1])
-            y = self.gauss_heun_step(y, t0, t1, grid)
+            y = self.gauss_heun_step(y, t0, t1, coords)
             for key in record.get(i + 1, ()):
-                traj[key] = self.from_gauss(y, t1, grid)
+                traj[key] = coords.to_x(y, t1)
             if self.pbar is not None:
                 self.pbar.update(1)
-        if not denoise:
-            return self.from_gauss(y, float(times[-1]), grid)
-        mu, c, _ = self._gauss
-        return (mu + grid.irfft(y * c.clamp_min(0).sqrt())).to(self.dtype)
+        return coords.to_data(y) if denoise else coords.to_x(y, float(times[-1]))
 
     # -- a stretch of the time grid ----------------------------------------------
     def run_fixed(self, sampler: str, x, times: torch.Tensor, i0: int, i1: int, grid: Grid,
@@ -299,6 +286,41 @@ class _Run:
         return torch.from_numpy(sol.y[:, -1].copy()).reshape(shape).to(device=self.device, dtype=self.dtype)
 
 
+class _GaussCoordinates:
+    """Per-mode coordinates ``y_k = (x - m mu)_k / sqrt(m² c_k + s² lambda_k)`` of a model's Gaussian part on one grid.
+
+    ``mu`` ``(C, *grid.shape)``, ``c`` and ``lambda`` ``(C, *rfft_shape)`` come from
+    ``model.gaussian_statistics(grid)``; ``y`` has the rfft shape ``(n, C, *rfft_shape)``, complex128.
+    """
+
+    def __init__(self, model, sde: SDE, grid: Grid, device, dtype):
+        self.mu, self.c, self.lam = (v.to(device) for v in model.gaussian_statistics(grid))
+        self.sde, self.grid, self.dtype = sde, grid, dtype
+
+    def scales(self, t: float):
+        """``(m, s, sqrt(v))`` at time ``t``; ``sqrt(v)`` is ``(C, *rfft_shape)`` float64."""
+        m, s = float(self.sde.mean_scale(t)), float(self.sde.std(t))
+        return m, s, (m * m * self.c + s * s * self.lam).clamp_min(0).sqrt()
+
+    def to_y(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        m, _, sv = self.scales(t)
+        r_hat = self.grid.rfft(x.double() - m * self.mu)
+        return torch.where(sv > 0, r_hat / sv.clamp_min(1e-300), torch.zeros_like(r_hat))
+
+    def to_x(self, y: torch.Tensor, t: float) -> torch.Tensor:
+        m, _, sv = self.scales(t)
+        return (m * self.mu + self.grid.irfft(y * sv)).to(self.dtype)
+
+    def from_prior(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """``y`` of the prior draw ``x = s(t) xi``: ``xi_hat / sqrt(lambda)``, standard per mode."""
+        xi_hat = self.grid.rfft(x.double()) / float(self.sde.std(t))
+        return torch.where(self.lam > 0, xi_hat / self.lam.clamp_min(1e-300).sqrt(), torch.zeros_like(xi_hat))
+
+    def to_data(self, y: torch.Tensor) -> torch.Tensor:
+        """The exact Gaussian flow of ``y`` to ``t = 0``: ``mu + irfft(sqrt(c) y)``."""
+        return (self.mu + self.grid.irfft(y * self.c.clamp_min(0).sqrt())).to(self.dtype)
+
+
 def _record_nodes(times: torch.Tensor, wanted: Sequence[float] | None) -> dict[int, list[float]]:
     """Map each requested time to the nearest node of ``times``: ``{node: [requested, ...]}``."""
     out: dict[int, list[float]] = {}
@@ -332,7 +354,7 @@ def sample(
     grid: Grid,
     n: int,
     channels: int = 1,
-    sampler: str = "em",
+    sampler: str = "auto",
     steps: int = 200,
     eps: float = 1e-3,
     time_grid: str | torch.Tensor = "uniform",
@@ -359,8 +381,8 @@ def sample(
     sde : SDE
     grid : Grid
     n, channels : int
-    sampler : {"em", "pc", "ode", "ode_gauss", "ode_adaptive"}
-        ``"ode_gauss"`` needs a model with ``gaussian_statistics(grid)`` and ``residual(x, t, grid)``
+    sampler : {"auto", "em", "pc", "ode", "ode_gauss", "ode_adaptive"}
+        ``"auto"`` (default): :func:`default_sampler` of the model. ``"ode_gauss"`` needs a model with ``gaussian_statistics(grid)`` and ``residual(x, t, grid)``
         (a :class:`~fsdiff.models.SpectralPreconditioner`).
     steps : int
         Steps of the time grid (ignored by ``"ode_adaptive"``).
@@ -387,13 +409,15 @@ def sample(
     rho : exponent of the ``"edm"`` time grid.
     dtype, device : of the state (the model sees ``x_t`` and ``t`` in ``dtype``).
     return_info : bool
-        Return ``(x, info)`` with ``info = {"nfe", "times", "trajectory"}``.
+        Return ``(x, info)`` with ``info = {"sampler", "nfe", "times", "trajectory"}`` (``sampler``: the
+        scheme that ran, ``"auto"`` resolved).
 
     Returns
     -------
     ``x`` of shape ``(n, channels, *grid.shape)``; ``(x, trajectory)`` if
     ``return_trajectory_at`` is given; ``(x, info)`` if ``return_info``.
     """
+    sampler = resolve_sampler(sampler, model)
     _check_common(sde, grid, n, channels, sampler, chunk_size, snr, corrector_steps)
     if sampler == "ode_gauss" and not (hasattr(model, "gaussian_statistics") and hasattr(model, "residual")):
         raise ValueError(f"sampler 'ode_gauss' needs a model with a Gaussian part (gaussian_statistics and residual, "
@@ -444,7 +468,7 @@ def sample(
         pbar.close()
     x = _finish(x, f"sampler {sampler!r} on {grid!r}")
     if return_info:
-        return x, {"nfe": run.nfe, "times": times, "trajectory": traj}
+        return x, {"sampler": sampler, "nfe": run.nfe, "times": times, "trajectory": traj}
     if return_trajectory_at is not None:
         return x, traj
     return x
@@ -476,7 +500,7 @@ def sample_coarse_to_fine(
     switch_times: Sequence[float],
     n: int,
     channels: int = 1,
-    sampler: str = "em",
+    sampler: str = "auto",
     steps: int = 200,
     eps: float = 1e-3,
     time_grid: str | torch.Tensor = "uniform",
@@ -521,9 +545,11 @@ def sample_coarse_to_fine(
 
     Parameters are those of :func:`sample`, plus ``grids`` (strictly finer, same domain and
     dimension), ``switch_times`` (``len(grids) - 1`` times, decreasing, inside ``(eps, T)``).
-    ``"ode_adaptive"`` switches exactly at the given times. Returns ``x`` on ``grids[-1]``, or
-    ``(x, info)`` with ``info = {"nfe", "times", "switch_times", "nfe_per_level"}``.
+    ``"ode_adaptive"`` switches exactly at the given times; ``"auto"`` is ``"ode"`` (``"ode_gauss"``'s
+    coordinates belong to one grid). Returns ``x`` on ``grids[-1]``, or ``(x, info)`` with
+    ``info = {"sampler", "nfe", "times", "switch_times", "nfe_per_level"}``.
     """
+    sampler = "ode" if sampler == "auto" else sampler
     grids = list(grids)
     if len(grids) < 1:
         raise ValueError("grids must hold at least one Grid")
@@ -584,6 +610,6 @@ def sample_coarse_to_fine(
         pbar.close()
     x = _finish(x, f"coarse-to-fine sampler {sampler!r}")
     if return_info:
-        return x, {"nfe": run.nfe, "times": times, "switch_times": [float(times[j]) for j in nodes[1:-1]],
+        return x, {"sampler": sampler, "nfe": run.nfe, "times": times, "switch_times": [float(times[j]) for j in nodes[1:-1]],
                    "nfe_per_level": nfe_levels}
     return x
