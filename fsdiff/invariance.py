@@ -109,12 +109,12 @@ def _band_errors(gen: torch.Tensor, ref: torch.Tensor, grid: Grid, k_train: int)
 
 def _classifier_for(dataset: Any, classifier: Any):
     """``None`` unless the data are MNIST-like; ``"auto"`` loads (or trains once) the cached classifier."""
-    if classifier is None or getattr(dataset, "kind", None) != "mnist":
+    if classifier is None or getattr(dataset, "type_name", None) != "mnist":
         return None
     if classifier == "auto":
         from .classifier import load_or_train_classifier
 
-        return load_or_train_classifier(kind=dataset.dataset, data_root=dataset.root)[0]
+        return load_or_train_classifier(kind=dataset.kind, data_root=dataset.root)[0]
     return classifier
 
 
@@ -277,7 +277,7 @@ def _clf_feats(clf, x: torch.Tensor, grid: Grid) -> torch.Tensor:
 
 
 def _reference_note(dataset: Any) -> str:
-    if getattr(dataset, "kind", None) == "mnist":
+    if getattr(dataset, "type_name", None) == "mnist":
         return ("MNIST training images served at each resolution by band-limited Fourier resampling of the 28x28 "
                 "image (Nyquist mode dropped; interpolation up, truncation down; unclamped)")
     spec = dataset.to_dict() if hasattr(dataset, "to_dict") else {}

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from . import metrics as _metrics
+from ._checks import batch_times
 from .grid import Grid
 from .sde import SDE
 
@@ -77,16 +78,6 @@ _LOG2PI = math.log(2 * math.pi)
 def _check_points(x: torch.Tensor, d: int | None = None, name: str = "x") -> None:
     if x.ndim != 2 or (d is not None and x.shape[1] != d):
         raise ValueError(f"{name} has shape {tuple(x.shape)}; expected (B, {d if d is not None else 'd'})")
-
-
-def _time_col(t: torch.Tensor | float, B: int, like: torch.Tensor) -> torch.Tensor:
-    """Times as a float64 tensor of shape ``(B,)``."""
-    t = torch.as_tensor(t, dtype=torch.float64)
-    if t.ndim == 0:
-        t = t.expand(B)
-    if t.shape != (B,):
-        raise ValueError(f"t has shape {tuple(t.shape)}; expected () or ({B},)")
-    return t.to(like.device)
 
 
 def heat_precision(gamma: torch.Tensor, s: float | torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -189,20 +180,20 @@ class EmpiricalKernelScore(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         _check_points(x, self.points.shape[1])
-        t = _time_col(t, x.shape[0], x)
+        t = batch_times(t, x.shape[0], device=x.device)
         m, sd = self.sde.mean_scale(t).to(x.dtype), self.sde.std(t).to(x.dtype)
         return self._terms(x, m, sd.square())[1]
 
     def log_prob(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """``log p_t(x)`` at VP time t, ``(B,)``."""
         _check_points(x, self.points.shape[1])
-        t = _time_col(t, x.shape[0], x)
+        t = batch_times(t, x.shape[0], device=x.device)
         m, sd = self.sde.mean_scale(t).to(x.dtype), self.sde.std(t).to(x.dtype)
         return self._terms(x, m, sd.square())[0]
 
     def heat_score(self, x: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
         """Score of ``rho_s`` (heat time s > 0), ``(B, d)``."""
-        s = _time_col(s, x.shape[0], x).to(x.dtype)
+        s = batch_times(s, x.shape[0], device=x.device).to(x.dtype)
         return self._terms(x, torch.ones_like(s), self.beta**2 * s)[1]
 
 
@@ -335,7 +326,7 @@ class WPOKernelScore(nn.Module):
         if self.sde is None:
             raise ValueError("this WPOKernelScore has no sde; pass sde= to use VP time (or call heat_score)")
         _check_points(x, self.d)
-        t = _time_col(t, x.shape[0], x)
+        t = batch_times(t, x.shape[0], device=x.device)
         m, var = self.sde.mean_scale(t).to(x.dtype), self.sde.std(t).to(x.dtype).square()
         return self._general(x, m, var)
 
@@ -370,13 +361,13 @@ class WPOKernelScore(nn.Module):
     def heat_score(self, x: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
         """Score of ``rho_s = pi_theta * N(0, beta² s I)`` (precisions ``Gamma_s``), ``(B, d)``."""
         _check_points(x, self.d)
-        s = _time_col(s, x.shape[0], x).to(x.dtype)
+        s = batch_times(s, x.shape[0], device=x.device).to(x.dtype)
         return self._general(x, torch.ones_like(s), self.beta**2 * s)[1]
 
     def heat_log_prob(self, x: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
         """``log rho_s(x)``, ``(B,)``."""
         _check_points(x, self.d)
-        s = _time_col(s, x.shape[0], x).to(x.dtype)
+        s = batch_times(s, x.shape[0], device=x.device).to(x.dtype)
         return self._general(x, torch.ones_like(s), self.beta**2 * s)[0]
 
     @torch.no_grad()

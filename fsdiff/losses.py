@@ -35,6 +35,7 @@ from typing import Callable
 
 import torch
 
+from ._checks import batch_times
 from .grid import Grid
 from .sde import SDE
 
@@ -135,11 +136,7 @@ def dsm_loss(
     if t is None:
         t = sample_time(B, sde, generator, time_sampling, eps, device=x0.device)
     else:
-        t = torch.as_tensor(t, dtype=torch.float32, device=x0.device)
-        if t.ndim == 0:
-            t = t.expand(B)
-        if t.shape != (B,):
-            raise ValueError(f"t has shape {tuple(t.shape)}; expected a float or ({B},)")
+        t = batch_times(t, B, torch.float32, x0.device)
     if eta is None:
         x_t, eta = sde.perturb(x0, t, grid, generator=generator)
     else:

@@ -40,6 +40,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ._checks import batch_times
 from .sde import SDE
 
 __all__ = [
@@ -384,7 +385,7 @@ class MLPScore(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0])
+        t = batch_times(t, x.shape[0], x.dtype)
         ang = t[:, None] * self.freqs.to(x.dtype)[None]
         h = torch.cat([x, torch.sin(ang), torch.cos(ang)], 1)
         sig = self.sde.std(t.double()).clamp_min(self.sigma_min).to(x.dtype)[:, None]

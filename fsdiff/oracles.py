@@ -27,21 +27,12 @@ import torch
 from .covariance import Covariance
 from .grid import Grid, resample
 from .parametrization import eta_to_x0, qscore_to_eta
-from .sde import SDE, _as_time
+from ._checks import as_time, batch_times
+from .sde import SDE
 
 __all__ = ["GaussianScore", "GaussianMixtureScore"]
 
 MeanSpec = torch.Tensor | Callable[[Grid], torch.Tensor] | None
-
-
-def _time_vector(t, batch: int) -> torch.Tensor:
-    """``t`` (float, 0-d or ``(B,)``) as float64 ``(B,)``."""
-    t = _as_time(t).detach().to("cpu", torch.float64)
-    if t.ndim == 0:
-        t = t.expand(batch)
-    if t.shape != (batch,):
-        raise ValueError(f"t has shape {tuple(t.shape)}; expected a scalar or ({batch},)")
-    return t
 
 
 def _spectral_view(coef: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -119,7 +110,7 @@ class GaussianScore:
 
     def marginal_eigenvalues(self, t, grid: Grid) -> torch.Tensor:
         """``v_k(t) = m(t)² c_k + s(t)² q_k`` in rfft layout; ``t`` float -> ``rfft_shape``, ``(B,)`` -> ``(B, *rfft_shape)``."""
-        t = _as_time(t).double().cpu()
+        t = as_time(t).double().cpu()
         m2, s2 = self.sde.mean_scale(t) ** 2, self.sde.std(t) ** 2
         view = t.shape + (1,) * grid.ndim
         return m2.reshape(view) * self.cov.eigenvalues(grid) + s2.reshape(view) * self.sde.covariance.eigenvalues(grid)
@@ -133,7 +124,7 @@ class GaussianScore:
     def qscore(self, x: torch.Tensor, t, grid: Grid) -> torch.Tensor:
         """``Q grad log p_t(x) = -Q Sigma_t^+ (x - m mu)``: ``(B, C, *grid.shape) -> same``."""
         self._check(x, grid)
-        tt = _time_vector(t, x.shape[0])
+        tt = batch_times(as_time(t).detach(), x.shape[0], device="cpu")
         mult = _score_multiplier(self, tt, grid)
         r = x.double()
         mu = self.mean_on(grid, x.shape[1])
@@ -145,13 +136,13 @@ class GaussianScore:
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, grid: Grid) -> torch.Tensor:
         """Predicted coloured noise ``eta_hat = -s(t) Q grad log p_t(x_t)``."""
-        tt = _time_vector(t, x_t.shape[0])
+        tt = batch_times(as_time(t).detach(), x_t.shape[0], device="cpu")
         qs = self.qscore(x_t.double(), tt, grid)
         return qscore_to_eta(qs, tt.to(qs.device), self.sde).to(x_t.dtype)
 
     def denoise(self, x_t: torch.Tensor, t, grid: Grid) -> torch.Tensor:
         """Posterior mean ``E[X_0 | X_t = x_t]`` (Tweedie), shape of ``x_t``."""
-        tt = _time_vector(t, x_t.shape[0])
+        tt = batch_times(as_time(t).detach(), x_t.shape[0], device="cpu")
         return eta_to_x0(x_t.double(), self(x_t.double(), tt, grid), tt.to(x_t.device), self.sde).to(x_t.dtype)
 
     # -- analytic references ---------------------------------------------------------
@@ -165,7 +156,7 @@ class GaussianScore:
         attains. Converges as the grid is refined (bounded by ``trace(Q)``).
         ``t`` float -> 0-d tensor, ``(B,)`` -> ``(B,)`` (float64).
         """
-        t = _as_time(t).double().cpu()
+        t = as_time(t).double().cpu()
         v = self.marginal_eigenvalues(t, grid)
         m2 = (self.sde.mean_scale(t) ** 2).reshape(t.shape + (1,) * grid.ndim)
         per_mode = self.sde.covariance.eigenvalues(grid) * m2 * self.cov.eigenvalues(grid) * _pinv(v)
@@ -294,7 +285,7 @@ class GaussianMixtureScore:
         grid.check(x, "x_t", min_leading=2)
         if x.ndim != grid.ndim + 2 or x.shape[1] != self.channels:
             raise ValueError(f"x_t has shape {tuple(x.shape)}; expected (batch, {self.channels}, *{grid.shape})")
-        tt = _time_vector(t, x.shape[0])
+        tt = batch_times(as_time(t).detach(), x.shape[0], device="cpu")
         m = self.sde.mean_scale(tt)  # (B,)
         inv_v = _pinv(GaussianScore.marginal_eigenvalues(self, tt, grid)) * grid.rfft_weights * grid.volume  # (B, *rfft)
         mu_hat = grid.rfft(self.means_on(grid))  # (K, C, *rfft)
@@ -309,7 +300,7 @@ class GaussianMixtureScore:
 
     def qscore(self, x: torch.Tensor, t, grid: Grid) -> torch.Tensor:
         """``Q grad log p_t(x)``: ``(B, C, *grid.shape) -> same``."""
-        tt = _time_vector(t, x.shape[0])
+        tt = batch_times(as_time(t).detach(), x.shape[0], device="cpu")
         pi = self.log_posterior_weights(x, tt, grid).exp()  # (B, K)
         mix_mean = torch.einsum("bk,k...->b...", pi, self.means_on(grid))  # (B, C, *shape)
         m = self.sde.mean_scale(tt).reshape(-1, *([1] * (x.ndim - 1)))
@@ -319,7 +310,7 @@ class GaussianMixtureScore:
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, grid: Grid) -> torch.Tensor:
         """Predicted coloured noise ``eta_hat = -s(t) Q grad log p_t(x_t)``."""
-        tt = _time_vector(t, x_t.shape[0])
+        tt = batch_times(as_time(t).detach(), x_t.shape[0], device="cpu")
         qs = self.qscore(x_t.double(), tt, grid)
         return qscore_to_eta(qs, tt.to(qs.device), self.sde).to(x_t.dtype)
 

@@ -18,7 +18,8 @@ from typing import Protocol
 import torch
 
 from .grid import Grid
-from .sde import SDE, _as_time, _expand
+from ._checks import as_time, per_sample
+from .sde import SDE
 
 __all__ = ["ScoreModel", "eta_to_qscore", "qscore_to_eta", "eta_to_x0", "x0_to_eta"]
 
@@ -31,21 +32,21 @@ class ScoreModel(Protocol):
 
 def eta_to_qscore(eta: torch.Tensor, t, sde: SDE) -> torch.Tensor:
     """``Q grad log p_t = -eta / s(t)``."""
-    return -eta / _expand(sde.std(_as_time(t, eta)), eta)
+    return -eta / per_sample(sde.std(as_time(t, eta)), eta)
 
 
 def qscore_to_eta(qscore: torch.Tensor, t, sde: SDE) -> torch.Tensor:
     """Inverse of :func:`eta_to_qscore`: ``eta = -s(t) Q grad log p_t``."""
-    return -qscore * _expand(sde.std(_as_time(t, qscore)), qscore)
+    return -qscore * per_sample(sde.std(as_time(t, qscore)), qscore)
 
 
 def eta_to_x0(x_t: torch.Tensor, eta: torch.Tensor, t, sde: SDE) -> torch.Tensor:
     """Denoised estimate ``(x_t - s(t) eta) / m(t)``."""
-    t = _as_time(t, x_t)
-    return (x_t - _expand(sde.std(t), x_t) * eta) / _expand(sde.mean_scale(t), x_t)
+    t = as_time(t, x_t)
+    return (x_t - per_sample(sde.std(t), x_t) * eta) / per_sample(sde.mean_scale(t), x_t)
 
 
 def x0_to_eta(x_t: torch.Tensor, x0: torch.Tensor, t, sde: SDE) -> torch.Tensor:
     """Noise implied by a clean estimate: ``(x_t - m(t) x0) / s(t)``."""
-    t = _as_time(t, x_t)
-    return (x_t - _expand(sde.mean_scale(t), x_t) * x0) / _expand(sde.std(t), x_t)
+    t = as_time(t, x_t)
+    return (x_t - per_sample(sde.mean_scale(t), x_t) * x0) / per_sample(sde.std(t), x_t)

@@ -27,28 +27,11 @@ import math
 
 import torch
 
+from ._checks import as_time, per_sample
 from .covariance import Covariance, covariance_from_dict
 from .grid import Grid
 
 __all__ = ["SDE", "VPSDE", "VESDE", "sde_from_dict"]
-
-
-def _as_time(t: torch.Tensor | float, like: torch.Tensor | None = None) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        t = torch.tensor(float(t), dtype=torch.float64)
-    if like is not None:
-        t = t.to(device=like.device)
-    return t
-
-
-def _expand(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Broadcast a per-sample coefficient ``(B,)`` (or scalar) against ``x`` of shape ``(B, ...)``."""
-    c = c.to(device=x.device, dtype=x.dtype)
-    if c.ndim == 0:
-        return c
-    if c.shape[0] != x.shape[0] or c.ndim != 1:
-        raise ValueError(f"time has shape {tuple(c.shape)}; expected a scalar or ({x.shape[0]},) for x of shape {tuple(x.shape)}")
-    return c.reshape(-1, *([1] * (x.ndim - 1)))
 
 
 class SDE:
@@ -116,8 +99,8 @@ class SDE:
 
     def marginal(self, x0: torch.Tensor, t, eta: torch.Tensor) -> torch.Tensor:
         """``m(t) x0 + s(t) eta`` for given noise ``eta`` (same shape as ``x0``)."""
-        t = _as_time(t, x0)
-        return _expand(self.mean_scale(t), x0) * x0 + _expand(self.std(t), x0) * eta
+        t = as_time(t, x0)
+        return per_sample(self.mean_scale(t), x0) * x0 + per_sample(self.std(t), x0) * eta
 
     def prior_sample(
         self, grid: Grid, n: int, channels: int = 1, generator: torch.Generator | None = None,
@@ -130,17 +113,17 @@ class SDE:
 
     def drift(self, x: torch.Tensor, t) -> torch.Tensor:
         """Forward drift ``a(t) x``."""
-        return _expand(self.drift_coeff(_as_time(t, x)), x) * x
+        return per_sample(self.drift_coeff(as_time(t, x)), x) * x
 
     def reverse_drift(self, x: torch.Tensor, t, qscore: torch.Tensor) -> torch.Tensor:
         """Reverse-SDE drift in forward time, ``a x - g² Q grad log p_t``, given ``qscore = Q grad log p_t(x)``."""
-        t = _as_time(t, x)
-        return self.drift(x, t) - _expand(self.diffusion_sq(t), x) * qscore
+        t = as_time(t, x)
+        return self.drift(x, t) - per_sample(self.diffusion_sq(t), x) * qscore
 
     def ode_drift(self, x: torch.Tensor, t, qscore: torch.Tensor) -> torch.Tensor:
         """Probability-flow ODE drift ``a x - ½ g² Q grad log p_t``."""
-        t = _as_time(t, x)
-        return self.drift(x, t) - 0.5 * _expand(self.diffusion_sq(t), x) * qscore
+        t = as_time(t, x)
+        return self.drift(x, t) - 0.5 * per_sample(self.diffusion_sq(t), x) * qscore
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.to_dict().items() if k not in ("type", "covariance"))
@@ -183,13 +166,13 @@ class VPSDE(SDE):
 
     def integrated_beta(self, t) -> torch.Tensor:
         """``int_0^t beta(r) dr``."""
-        t = _as_time(t).double()
+        t = as_time(t).double()
         if self.schedule == "linear":
             return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
         return -2 * torch.log(self.mean_scale(t))
 
     def beta(self, t) -> torch.Tensor:
-        t = _as_time(t).double()
+        t = as_time(t).double()
         if self.schedule == "linear":
             return self.beta_min + (self.beta_max - self.beta_min) * t
         phi = self._phi0 + t * (self._phi1 - self._phi0)
@@ -202,14 +185,14 @@ class VPSDE(SDE):
         return self.beta(t)
 
     def mean_scale(self, t) -> torch.Tensor:
-        t = _as_time(t).double()
+        t = as_time(t).double()
         if self.schedule == "linear":
             return torch.exp(-0.5 * self.integrated_beta(t))
         phi = self._phi0 + t * (self._phi1 - self._phi0)
         return torch.cos(phi) / math.cos(self._phi0)
 
     def std(self, t) -> torch.Tensor:
-        t = _as_time(t).double()
+        t = as_time(t).double()
         if self.schedule == "linear":
             return torch.sqrt(-torch.expm1(-self.integrated_beta(t)))
         return torch.sqrt((1 - self.mean_scale(t) ** 2).clamp_min(0))
@@ -231,17 +214,17 @@ class VESDE(SDE):
         self._log_ratio = math.log(sigma_max / sigma_min)
 
     def sigma(self, t) -> torch.Tensor:
-        t = _as_time(t).double()
+        t = as_time(t).double()
         return self.sigma_min * torch.exp(t * self._log_ratio)
 
     def drift_coeff(self, t) -> torch.Tensor:
-        return torch.zeros_like(_as_time(t).double())
+        return torch.zeros_like(as_time(t).double())
 
     def diffusion_sq(self, t) -> torch.Tensor:
         return 2 * self._log_ratio * self.sigma(t) ** 2
 
     def mean_scale(self, t) -> torch.Tensor:
-        return torch.ones_like(_as_time(t).double())
+        return torch.ones_like(as_time(t).double())
 
     def std(self, t) -> torch.Tensor:
         return torch.sqrt(self.sigma(t) ** 2 - self.sigma_min**2)

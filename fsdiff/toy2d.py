@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from ._checks import positive_int
+
 __all__ = [
     "swiss_roll",
     "eight_gaussians",
@@ -25,15 +27,9 @@ __all__ = [
 ]
 
 
-def _check_n(n: int) -> int:
-    if int(n) < 1:
-        raise ValueError(f"n must be a positive integer; got {n}")
-    return int(n)
-
-
 def swiss_roll(n: int, generator: torch.Generator | None = None, noise: float = 0.05) -> torch.Tensor:
     """2-D swiss roll ``u (cos u, sin u) / 5`` for ``u ~ U(1.5 pi, 4.5 pi)``, plus noise: ``(n, 2)``."""
-    n = _check_n(n)
+    n = positive_int(n)
     u = 1.5 * math.pi + 3 * math.pi * torch.rand(n, generator=generator, dtype=torch.float64)
     x = torch.stack([u * torch.cos(u), u * torch.sin(u)], 1) / 5.0
     return (x + noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)).float()
@@ -41,7 +37,7 @@ def swiss_roll(n: int, generator: torch.Generator | None = None, noise: float = 
 
 def eight_gaussians(n: int, generator: torch.Generator | None = None, radius: float = 1.5, std: float = 0.1) -> torch.Tensor:
     """Eight equal Gaussians (std ``std``) on a circle of radius ``radius``: ``(n, 2)``."""
-    n = _check_n(n)
+    n = positive_int(n)
     k = torch.randint(8, (n,), generator=generator)
     ang = k.double() * (2 * math.pi / 8)
     c = radius * torch.stack([torch.cos(ang), torch.sin(ang)], 1)
@@ -50,7 +46,7 @@ def eight_gaussians(n: int, generator: torch.Generator | None = None, radius: fl
 
 def checkerboard(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform on the 8 black squares of a 4x4 checkerboard on ``[-2, 2)²``: ``(n, 2)``."""
-    n = _check_n(n)
+    n = positive_int(n)
     x1 = 4 * torch.rand(n, generator=generator, dtype=torch.float64) - 2
     x2_ = torch.rand(n, generator=generator, dtype=torch.float64) - torch.randint(2, (n,), generator=generator).double() * 2
     x2 = x2_ + (torch.floor(x1) % 2)
@@ -59,7 +55,7 @@ def checkerboard(n: int, generator: torch.Generator | None = None) -> torch.Tens
 
 def moons(n: int, generator: torch.Generator | None = None, noise: float = 0.05) -> torch.Tensor:
     """Two interleaving half circles (sklearn's ``make_moons`` geometry), centred: ``(n, 2)``."""
-    n = _check_n(n)
+    n = positive_int(n)
     which = torch.randint(2, (n,), generator=generator)
     u = math.pi * torch.rand(n, generator=generator, dtype=torch.float64)
     upper = torch.stack([torch.cos(u), torch.sin(u)], 1)
@@ -79,7 +75,7 @@ def swiss_roll_6d(
     with ``return_tangent`` also the orthonormal tangent frame ``(n, 6, 2)`` of the manifold
     (directions ``d/du`` and ``d/dh``) at each clean point.
     """
-    n = _check_n(n)
+    n = positive_int(n)
     u = 1.5 * math.pi + 3 * math.pi * torch.rand(n, generator=generator, dtype=torch.float64)
     h = 2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1
     x = torch.zeros(n, 6, dtype=torch.float64)
@@ -103,7 +99,7 @@ def imbalanced_mixture(
     """Isotropic Gaussians (std ``std``) at the vertices of a regular polygon of radius ``radius``
     with the given mixture ``weights``: ``(n, 2)`` (and labels ``(n,)`` with ``return_labels``).
     The means are :func:`imbalanced_means`."""
-    n = _check_n(n)
+    n = positive_int(n)
     w = torch.tensor(weights, dtype=torch.float64)
     if (w <= 0).any() or abs(float(w.sum()) - 1) > 1e-9:
         raise ValueError(f"weights must be positive and sum to 1; got {weights}")

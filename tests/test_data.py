@@ -412,7 +412,7 @@ SPECS = [
 ]
 
 
-@pytest.mark.parametrize("ds", SPECS, ids=lambda d: d.kind)
+@pytest.mark.parametrize("ds", SPECS, ids=lambda d: d.type_name)
 def test_round_trip_and_common_interface(ds):
     spec = json.loads(json.dumps(ds.to_dict()))  # plain data only
     ds2 = dataset_from_dict(spec)

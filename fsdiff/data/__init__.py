@@ -1,12 +1,13 @@
 """Function data sets: MNIST / Fashion-MNIST readers and synthetic fields with ground truth.
 
-Every data set keeps one protocol (see :mod:`fsdiff.data.dataset`): ``channels``,
+Every data set keeps one protocol (see :mod:`fsdiff.data.base`): ``channels``,
 ``sample(grid, n, generator)``, ``materialize(grid, n, seed)``, ``to_dict()`` and
 :func:`dataset_from_dict`.
 """
 
-from .dataset import MNIST, FunctionDataset, dataset_from_dict
+from .base import FunctionDataset
 from .mnist import (
+    MNIST,
     DATA_ENV_VAR,
     MNIST_GRID,
     data_root,
@@ -16,6 +17,7 @@ from .mnist import (
     read_idx,
     verify_file,
 )
+from .registry import DATASET_TYPES, dataset_from_dict
 from .synthetic import (
     DarcyFlow,
     GaussianRandomField,
@@ -27,7 +29,7 @@ from .synthetic import (
 )
 
 __all__ = [
-    "FunctionDataset", "MNIST", "dataset_from_dict",
+    "FunctionDataset", "MNIST", "dataset_from_dict", "DATASET_TYPES",
     "DATA_ENV_VAR", "MNIST_GRID", "data_root", "download_mnist", "load_mnist", "mnist_on_grid",
     "read_idx", "verify_file",
     "GaussianRandomField", "LogNormalField", "ThresholdedField", "DarcyFlow",

@@ -40,14 +40,17 @@ import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from .._checks import positive_int
 from ..grid import Grid, resample
+from .base import FunctionDataset
 
 __all__ = [
+    "MNIST",
     "DATA_ENV_VAR",
     "MNIST_GRID",
     "OFFICIAL_SHA256",
@@ -368,3 +371,96 @@ def mnist_on_grid(images: torch.Tensor, grid: Grid, band_limit: bool = True) -> 
     if band_limit and grid == MNIST_GRID:
         return MNIST_GRID.irfft(MNIST_GRID.rfft(images) * MNIST_GRID.mode_mask.to(images.device))
     return resample(images, MNIST_GRID, grid)
+
+
+class MNIST(FunctionDataset):
+    """MNIST / Fashion-MNIST images as functions on the unit torus, served at any grid.
+
+    ``sample`` draws images uniformly with replacement from the split (the empirical law)
+    using ``generator`` and serves them at ``grid`` with :func:`fsdiff.data.mnist.mnist_on_grid`
+    (Fourier resampling from the 28-grid; with ``band_limit=True`` the Nyquist row/column is
+    dropped at every resolution, 28 included, so the data at two grids are exact Fourier
+    restrictions of one another). ``materialize`` draws *without* replacement (a seeded subset).
+
+    Parameters
+    ----------
+    split, kind, root, verify, limit : as in :func:`fsdiff.data.load_mnist` (loaded lazily).
+    band_limit : drop the Nyquist modes also on the native 28-grid (default True).
+    digits : keep only these labels (e.g. ``[0, 1]``), or None for all.
+    """
+
+    type_name = "mnist"
+    channels = 1
+    native_grid = MNIST_GRID
+
+    def __init__(
+        self,
+        split: str = "train",
+        kind: str = "mnist",
+        root: str | os.PathLike | None = None,
+        verify: bool = True,
+        limit: int | None = None,
+        band_limit: bool = True,
+        digits: list[int] | None = None,
+    ):
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLITS)}")
+        self.split = split
+        self.kind = kind
+        self.root = None if root is None else str(root)
+        self.verify = bool(verify)
+        self.limit = None if limit is None else int(limit)
+        self.band_limit = bool(band_limit)
+        self.digits = None if digits is None else sorted(int(d) for d in digits)
+        if self.digits is not None and not all(0 <= d <= 9 for d in self.digits):
+            raise ValueError(f"digits must be labels in 0..9; got {digits}")
+        self._images: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+
+    def _load(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._images is None:
+            x, y = load_mnist(self.split, self.root, self.kind, verify=self.verify, limit=self.limit)
+            if self.digits is not None:
+                keep = torch.isin(y, torch.tensor(self.digits))
+                x, y = x[keep], y[keep]
+                if len(y) == 0:
+                    raise ValueError(f"no {self.kind} {self.split} images with labels {self.digits}")
+            self._images, self._labels = x, y
+        return self._images, self._labels  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return len(self._load()[1])
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Labels of the (filtered) split, ``(N,)`` int64."""
+        return self._load()[1]
+
+    def get(self, index: torch.Tensor | slice | list[int], grid: Grid = MNIST_GRID) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``index`` served on ``grid`` and their labels: ``((n, 1, *grid.shape), (n,))``."""
+        x, y = self._load()
+        return mnist_on_grid(x[index], grid, self.band_limit), y[index]
+
+    def sample(self, grid: Grid, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images drawn with replacement, ``(n, 1, *grid.shape)`` float32."""
+        n = positive_int(n)
+        idx = torch.randint(len(self), (n,), generator=generator)
+        return self.get(idx, grid)[0]
+
+    def materialize(self, grid: Grid, n: int, seed: int = 0) -> torch.Tensor:
+        """A seeded subset of ``n`` distinct images, ``(n, 1, *grid.shape)``; ``ValueError`` if ``n > len(self)``."""
+        n = positive_int(n)
+        if n > len(self):
+            raise ValueError(f"asked for {n} distinct images but the split has {len(self)}")
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(int(seed)))[:n]
+        return self.get(idx, grid)[0]
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"type": self.type_name, "split": self.split, "kind": self.kind, "verify": self.verify,
+                             "band_limit": self.band_limit}
+        for key in ("root", "limit", "digits"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d

@@ -34,7 +34,8 @@ import torch
 
 from ..covariance import Covariance, Matern, covariance_from_dict
 from ..grid import Grid
-from .dataset import FunctionDataset, _check_n
+from .._checks import positive_int
+from .base import FunctionDataset
 
 __all__ = [
     "band_limited_sample",
@@ -100,12 +101,6 @@ def _cov(c: Covariance | dict) -> Covariance:
     return c
 
 
-def _positive_int(name: str, v: Any) -> int:
-    if int(v) != v or v < 1:
-        raise ValueError(f"{name} must be a positive integer; got {v!r}")
-    return int(v)
-
-
 class _CovarianceDataset(FunctionDataset):
     covariance: Covariance
 
@@ -117,7 +112,7 @@ class _CovarianceDataset(FunctionDataset):
         try:
             return cls(**params)
         except TypeError as e:
-            raise ValueError(f"bad parameters for data set {cls.kind!r}: {e}") from None
+            raise ValueError(f"bad parameters for data set {cls.type_name!r}: {e}") from None
 
 
 class GaussianRandomField(_CovarianceDataset):
@@ -130,20 +125,20 @@ class GaussianRandomField(_CovarianceDataset):
     law ``N(mean, C_K)``). ``mean`` is a constant (added to every point).
     """
 
-    kind = "gaussian_random_field"
+    type_name = "gaussian_random_field"
 
     def __init__(self, covariance: Covariance | dict, mean: float | None = None, channels: int = 1,
                  max_mode: int | None = None):
         self.covariance = _cov(covariance)
         self.mean = None if mean is None else float(mean)
-        self.channels = _positive_int("channels", channels)
+        self.channels = positive_int(channels, "channels")
         self.max_mode = None if max_mode is None else int(max_mode)
         if self.max_mode is not None and self.max_mode < 0:
             raise ValueError(f"max_mode must be non-negative; got {max_mode}")
 
     def sample(self, grid: Grid, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(n, channels, *grid.shape)`` float32."""
-        n = _check_n(n)
+        n = positive_int(n)
         if self.max_mode is None:
             self.covariance.require_trace_class(grid.ndim)
             u = self.covariance.sample(grid, n, self.channels, generator=generator, dtype=torch.float64)
@@ -160,7 +155,7 @@ class GaussianRandomField(_CovarianceDataset):
         return _band_variance(self.covariance, grid.ndim, grid.length, self.max_mode)
 
     def to_dict(self) -> dict:
-        d: dict[str, Any] = {"type": self.kind, "covariance": self.covariance.to_dict(), "channels": self.channels}
+        d: dict[str, Any] = {"type": self.type_name, "covariance": self.covariance.to_dict(), "channels": self.channels}
         if self.mean is not None:
             d["mean"] = self.mean
         if self.max_mode is not None:
@@ -178,11 +173,11 @@ class _PointwiseField(_CovarianceDataset):
         self.max_mode = int(max_mode)
         if self.max_mode < 0:
             raise ValueError(f"max_mode must be non-negative; got {max_mode}")
-        self.channels = _positive_int("channels", channels)
+        self.channels = positive_int(channels, "channels")
 
     def latent(self, grid: Grid, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """The Gaussian field ``g`` at the grid points, ``(n, channels, *grid.shape)`` float64."""
-        n = _check_n(n)
+        n = positive_int(n)
         return self.mean + band_limited_sample(self.covariance, grid, n, self.max_mode, self.channels, generator)
 
     def latent_variance(self, grid: Grid) -> float:
@@ -197,7 +192,7 @@ class _PointwiseField(_CovarianceDataset):
         return self.transform(self.latent(grid, n, generator), grid).float()
 
     def _base_dict(self) -> dict:
-        return {"type": self.kind, "covariance": self.covariance.to_dict(), "mean": self.mean,
+        return {"type": self.type_name, "covariance": self.covariance.to_dict(), "mean": self.mean,
                 "max_mode": self.max_mode, "channels": self.channels}
 
 
@@ -211,7 +206,7 @@ class LogNormalField(_PointwiseField):
     float rounding).
     """
 
-    kind = "log_normal"
+    type_name = "log_normal"
 
     def __init__(self, covariance: Covariance | dict, mean: float = 0.0, max_mode: int = DEFAULT_MAX_MODE,
                  standardize: bool = False, channels: int = 1):
@@ -243,7 +238,7 @@ class ThresholdedField(_PointwiseField):
     Values lie in ``(-1, 1)``; nested pointwise like :class:`LogNormalField`.
     """
 
-    kind = "thresholded"
+    type_name = "thresholded"
 
     def __init__(self, covariance: Covariance | dict, level: float = 0.0, sharpness: float = 5.0,
                  mean: float = 0.0, max_mode: int = DEFAULT_MAX_MODE, channels: int = 1):
@@ -338,7 +333,7 @@ class DarcyFlow(_CovarianceDataset):
     One sparse LU per sample: about 0.2-0.5 s at 128², 1.5-3 s at 256² here (2 CPU cores).
     """
 
-    kind = "darcy_flow"
+    type_name = "darcy_flow"
 
     def __init__(self, covariance: Covariance | dict | None = None, coefficient: str = "threshold",
                  high: float = 12.0, low: float = 3.0, max_mode: int = DEFAULT_MAX_MODE,
@@ -362,7 +357,7 @@ class DarcyFlow(_CovarianceDataset):
 
     def coefficient_field(self, grid: Grid, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """The coefficient ``a`` at the grid points, ``(n, 1, *grid.shape)`` float64."""
-        g = band_limited_sample(self.covariance, grid, _check_n(n), self.max_mode, 1, generator, self.zero_mean)
+        g = band_limited_sample(self.covariance, grid, positive_int(n), self.max_mode, 1, generator, self.zero_mean)
         if self.coefficient == "lognormal":
             return torch.exp(g)
         return torch.where(g >= 0, torch.full_like(g, self.high), torch.full_like(g, self.low))
@@ -384,6 +379,6 @@ class DarcyFlow(_CovarianceDataset):
         return (u if self.output == "u" else torch.cat([a, u], dim=1)).float()
 
     def to_dict(self) -> dict:
-        return {"type": self.kind, "covariance": self.covariance.to_dict(), "coefficient": self.coefficient,
+        return {"type": self.type_name, "covariance": self.covariance.to_dict(), "coefficient": self.coefficient,
                 "high": self.high, "low": self.low, "max_mode": self.max_mode,
                 "forcing_scale": self.forcing_scale, "output": self.output, "zero_mean": self.zero_mean}

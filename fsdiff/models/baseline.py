@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..grid import Grid
-from .embedding import as_batch_time
+from .._checks import batch_times
 from .spectral import normalize_modes
 
 __all__ = ["NeuralopFNOScore", "import_neuralop"]
@@ -132,6 +132,6 @@ class NeuralopFNOScore(nn.Module):
             parts.append(cond.to(x_t.dtype))
         elif cond is not None:
             raise ValueError("model was built with cond_channels=0 but cond was given")
-        t = as_batch_time(t, B, x_t)
+        t = batch_times(t, B, x_t.dtype, x_t.device)
         parts.append(t.reshape(B, 1, *([1] * grid.ndim)).expand(B, 1, *grid.shape))
         return self.fno(torch.cat(parts, dim=1))

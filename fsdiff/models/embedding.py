@@ -9,17 +9,7 @@ from torch import nn
 
 from ..grid import Grid
 
-__all__ = ["SinusoidalTimeEmbedding", "TimeFiLM", "periodic_features", "as_batch_time"]
-
-
-def as_batch_time(t: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """``t`` as a ``(batch,)`` tensor of ``like``'s dtype/device; a float or 0-d tensor is broadcast."""
-    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
-    if t.ndim == 0:
-        return t.expand(batch)
-    if t.shape != (batch,):
-        raise ValueError(f"t must be a float or have shape ({batch},) to match the batch; got shape {tuple(t.shape)}")
-    return t
+__all__ = ["SinusoidalTimeEmbedding", "TimeFiLM", "periodic_features"]
 
 
 class SinusoidalTimeEmbedding(nn.Module):

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..grid import Grid
-from .embedding import TimeFiLM, as_batch_time, periodic_features
+from .._checks import batch_times
+from .embedding import TimeFiLM, periodic_features
 from .spectral import SpectralConv, normalize_modes
 
 __all__ = ["FNOScore"]
@@ -177,7 +178,7 @@ class FNOScore(nn.Module):
         """
         inp = self._inputs(x_t, grid, cond)
         B, spatial = x_t.shape[0], tuple(grid.shape)
-        t = as_batch_time(t, B, x_t)
+        t = batch_times(t, B, x_t.dtype, x_t.device)
         scale, shift = self.film(t.to(self.lifting.weight.dtype))
         scale1 = (1.0 + scale).to(x_t.dtype)
         shift = shift.to(x_t.dtype)

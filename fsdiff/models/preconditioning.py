@@ -196,12 +196,12 @@ class SpectralPreconditioner(nn.Module):
         return mu, c, lam
 
     def _split(self, x_t: torch.Tensor, t, grid: Grid) -> tuple[dict, torch.Tensor]:
-        from .embedding import as_batch_time
+        from .._checks import batch_times
 
         grid.check(x_t, "x_t", min_leading=2)
         if x_t.ndim != grid.ndim + 2 or x_t.shape[1] != self.in_channels:
             raise ValueError(f"x_t has shape {tuple(x_t.shape)}; expected (batch, {self.in_channels}, *{grid.shape})")
-        t = as_batch_time(t, x_t.shape[0], x_t)
+        t = batch_times(t, x_t.shape[0], x_t.dtype, x_t.device)
         p = self._posterior(x_t, t, grid)
         v_d, v_q, a = self._scalars()
         m, s, mu = p["m"], p["s"], p["mu"]

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..grid import Grid, resample
-from .embedding import SinusoidalTimeEmbedding, as_batch_time
+from .._checks import batch_times
+from .embedding import SinusoidalTimeEmbedding
 
 __all__ = ["UNOScore", "band_limit", "internal_size"]
 
@@ -207,7 +208,7 @@ class UNOScore(nn.Module):
         elif cond is not None:
             raise ValueError("model was built with cond_channels=0 but cond was given")
         B = x_t.shape[0]
-        t = as_batch_time(t, B, x_t)
+        t = batch_times(t, B, x_t.dtype, x_t.device)
         emb = self.time(t.to(self.conv_in.weight.dtype)).to(x_t.dtype)
         h = self._to_internal(torch.cat(parts, 1) if len(parts) > 1 else x_t, grid)
         if self.position:

@@ -25,20 +25,12 @@ from typing import Sequence
 
 import torch
 
+from .._checks import batch_times
 from ..sde import SDE
 
 __all__ = [
     "GaussianMixture", "GMMFamily", "energy_distance_points", "sliced_wasserstein_points",
 ]
-
-
-def _as_time_tensor(t: torch.Tensor | float, shape: tuple[int, ...]) -> torch.Tensor:
-    t = torch.as_tensor(t, dtype=torch.float64)
-    if t.ndim == 0:
-        return t.expand(shape)
-    if tuple(t.shape) != shape:
-        raise ValueError(f"t has shape {tuple(t.shape)}; expected a scalar or {shape} (one time per point)")
-    return t
 
 
 class GaussianMixture:
@@ -141,7 +133,7 @@ class GaussianMixture:
                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Draws from ``p_t``: ``m(t) X_0 + s(t) Z``; ``t`` scalar or one per point."""
         x0 = self.sample(n, generator, torch.float64)
-        t = _as_time_tensor(t, tuple(x0.shape[:-1]))
+        t = batch_times(t, tuple(x0.shape[:-1]))
         z = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
         return (sde.mean_scale(t)[..., None] * x0 + sde.std(t)[..., None] * z).to(dtype)
 
@@ -161,7 +153,7 @@ class GaussianMixture:
                 raise ValueError("a time t needs an sde")
             C, mean = cov, mu
         else:
-            tt = _as_time_tensor(0.0 if t is None else t, tuple(x64.shape[:-1]))
+            tt = batch_times(0.0 if t is None else t, tuple(x64.shape[:-1]))
             m, s = sde.mean_scale(tt), sde.std(tt)  # (..., n)
             eye = torch.eye(self.dim, dtype=torch.float64)
             C = m[..., None, None, None] ** 2 * cov + (s[..., None, None, None] ** 2) * eye
