@@ -33,7 +33,7 @@ import fsdiff as fd
 from fsdiff.config import TrainingConfig
 from fsdiff.data import LogNormalField
 from fsdiff.models import FNOScore
-from fsdiff.multilevel import MultilevelSchedule, hierarchy
+from fsdiff.training.multilevel import MultilevelSchedule, hierarchy
 from fsdiff.training import train_to_target
 
 

@@ -36,16 +36,14 @@ from .data import (
     load_mnist,
 )
 from .data.statistics import SpectralStatistics
-from .multilevel import MultilevelSchedule, hierarchy, mlmc_loss
 from .config import ConfigError, RunConfig, load_config
-from .training import EMA, TrainingDiverged, load_run, train, train_from_config
+from .training import EMA, MultilevelSchedule, TrainingDiverged, hierarchy, load_run, mlmc_loss, train, train_from_config
 from .io import CheckpointError, load_checkpoint, save_checkpoint
 from .invariance import evaluate_invariance
 from .embedding_kme import KernelMeanEmbedding, prototype_encoding
 from .tasks.gmm import GaussianMixture, GMMFamily
 from .sno_training import SNOTrainConfig, relative_score_error, sno_point_score, train_sno
-from .kernel import EmpiricalKernelScore, WPOKernelScore, train_wpo
-from .ndsm import NDSM, ReferenceMixture, fit_reference_mixture
+from .points import NDSM, EmpiricalKernelScore, ReferenceMixture, WPOKernelScore, fit_reference_mixture, train_wpo
 from . import metrics, points
 
 __version__ = "0.1.0"

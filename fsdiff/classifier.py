@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from .grid import Grid, resample
 from .metrics import frechet_distance
+from .training.fit import fit
 
 __all__ = [
     "CLASSIFIER_GRID",
@@ -157,21 +158,18 @@ def train_classifier(
     if y.numel() and (y.min() < 0 or y.max() >= spec["classes"]):
         raise ValueError(f"labels must lie in 0..{spec['classes'] - 1}; got range {int(y.min())}..{int(y.max())}")
     model = _build(spec, generator)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     model.train()
     n = x.shape[0]
-    perm, pos = torch.randperm(n, generator=generator), 0
-    for _ in range(steps):
-        if pos + batch_size > n:
-            perm, pos = torch.randperm(n, generator=generator), 0
-        idx = perm[pos : pos + batch_size]
-        pos += batch_size
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    epoch = {"perm": torch.randperm(n, generator=generator), "pos": 0}
+
+    def loss_of_step(_: int) -> torch.Tensor:
+        if epoch["pos"] + batch_size > n:
+            epoch["perm"], epoch["pos"] = torch.randperm(n, generator=generator), 0
+        idx = epoch["perm"][epoch["pos"]: epoch["pos"] + batch_size]
+        epoch["pos"] += batch_size
+        return F.cross_entropy(model(x[idx]), y[idx])
+
+    fit(model.parameters(), loss_of_step, steps, lr, name="classifier")
     return model.eval()
 
 

@@ -25,7 +25,6 @@ from typing import Any, Mapping, Sequence
 from .covariance import covariance_from_dict
 from .grid import Grid
 from .losses import TIME_SAMPLINGS, WEIGHTINGS
-from .multilevel import SCHEDULES
 
 __all__ = [
     "ConfigError",
@@ -200,6 +199,8 @@ class MultilevelConfig:
     # mlmc unbiasedness unless the data set is Fourier-nested, e.g. a GRF; false samples each level directly)
 
     def __post_init__(self):
+        from .training.multilevel import SCHEDULES  # the schedule table's owner (imported late: no cycle)
+
         if self.schedule not in SCHEDULES:
             _fail("multilevel.schedule", f"must be one of {SCHEDULES}; got {self.schedule!r}")
         n = max(len(self.levels), 1)

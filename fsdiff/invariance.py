@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,8 +44,9 @@ import torch
 
 from . import metrics as M
 from .grid import Grid
+from .io import write_netcdf, write_text
 
-__all__ = ["METRICS", "BANDS", "band_powers", "evaluate_invariance", "format_table", "plot_invariance", "write_netcdf"]
+__all__ = ["METRICS", "BANDS", "band_powers", "evaluate_invariance", "format_table", "plot_invariance"]
 
 #: metric names (the ``metric`` coordinate), in order
 METRICS = (
@@ -56,27 +56,6 @@ METRICS = (
 )
 #: spectral bands relative to the training grid's Nyquist wavenumber K
 BANDS = ("low", "mid", "beyond")
-
-
-def write_netcdf(ds: Any, path: str | os.PathLike) -> Path:
-    """Write an xarray Dataset to netCDF (scipy engine) atomically: temp file, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nc", dir=path.parent)
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp, engine="scipy")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _write_text(text: str, path: Path) -> None:
-    from .io import atomic_write
-
-    atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def band_powers(x: torch.Tensor, grid: Grid, k_train: int) -> np.ndarray:
@@ -162,7 +141,7 @@ def evaluate_invariance(
     import xarray as xr
 
     from .data import dataset_from_dict
-    from .multilevel import ValidationSet
+    from .training.multilevel import ValidationSet
     from .sampling import sample
     from .training import load_run
 
@@ -264,9 +243,9 @@ def evaluate_invariance(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_netcdf(ds, out / "invariance.nc")
+        write_netcdf(out / "invariance.nc", ds)
         plot_invariance(ds, out / "invariance.png")
-        _write_text(table + "\n", out / "invariance.txt")
+        write_text(out / "invariance.txt", table + "\n")
     return ds
 
 

@@ -226,6 +226,11 @@ def dumps_toml(data: Mapping[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically write ``text`` (UTF-8)."""
+    return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
 def write_toml(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
     """Atomically write a nested dict as TOML (see :func:`dumps_toml`)."""
     text = dumps_toml(data)

@@ -42,6 +42,7 @@ __all__ = [
     "radial_spectrum",
     "spectrum_error",
     "energy_mmd",
+    "energy_distance_rows",
     "random_directions",
     "project",
     "wasserstein_1d",
@@ -55,6 +56,7 @@ __all__ = [
     "pointwise_value_distance",
     "MemorizationResult",
     "memorization",
+    "memorization_rows",
     "MEMORIZATION_THRESHOLD",
 ]
 
@@ -245,7 +247,11 @@ def energy_mmd(x: torch.Tensor, y: torch.Tensor, grid: Grid, unbiased: bool = Tr
     Shapes: ``x (n, C, *shape)``, ``y (m, C, *shape)`` on the same grid -> float.
     """
     _check_pair(x, y, grid, min_n=2 if unbiased else 1)
-    a, b = _flat(x, grid), _flat(y, grid)
+    return energy_distance_rows(_flat(x, grid), _flat(y, grid), unbiased, chunk)
+
+
+def energy_distance_rows(a: torch.Tensor, b: torch.Tensor, unbiased: bool = True, chunk: int = 2048) -> float:
+    """The energy distance of :func:`energy_mmd` between the rows of ``a (n, F)`` and ``b (m, F)`` (Euclidean)."""
     n, m = a.shape[0], b.shape[0]
     dxy = _sum_dist(a, b, chunk) / (n * m)
     sxx, syy = _sum_dist(a, a, chunk, same=True), _sum_dist(b, b, chunk, same=True)
@@ -584,11 +590,17 @@ def memorization(
     Shapes: ``generated (n, C, *shape)``, ``train (N, C, *shape)``, ``N >= 2``.
     """
     _check_pair(generated, train, grid, names=("generated", "train"))
-    if train.shape[0] < 2:
-        raise ValueError(f"train has {train.shape[0]} samples; the leave-one-out reference needs at least 2")
+    return memorization_rows(_flat(generated, grid), _flat(train, grid), threshold, n_reference, generator, chunk)
+
+
+def memorization_rows(g: torch.Tensor, t: torch.Tensor, threshold: float = MEMORIZATION_THRESHOLD,
+                      n_reference: int | None = None, generator: torch.Generator | None = None,
+                      chunk: int = 1024) -> MemorizationResult:
+    """:func:`memorization` of the rows of ``g (n, F)`` against ``t (N, F)`` (Euclidean distances)."""
+    if t.shape[0] < 2:
+        raise ValueError(f"train has {t.shape[0]} samples; the leave-one-out reference needs at least 2")
     if not (math.isfinite(threshold) and threshold > 0):
         raise ValueError(f"threshold must be finite and positive; got {threshold}")
-    g, t = _flat(generated, grid), _flat(train, grid)
     N = t.shape[0]
     if n_reference is None or n_reference >= N:
         ref_d, _ = _nearest(t, t, chunk, exclude_self_offset=0)

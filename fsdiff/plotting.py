@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 from .grid import Grid  # noqa: E402
 
-__all__ = ["save_figure", "field_panels", "plot_field"]
+__all__ = ["save_figure", "field_panels", "plot_field", "plot_loss_curve"]
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
@@ -106,3 +106,27 @@ def line_plot(x: dict[str, np.ndarray], y: dict[str, np.ndarray], xlabel: str, y
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig if fig is not None else ax.figure
+
+
+def plot_loss_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
+    """Training loss (per step, and a running mean) and validation loss per level against step, as PNG."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    steps = [r["step"] for r in history if r.get("loss") is not None]
+    losses = [r["loss"] for r in history if r.get("loss") is not None]
+    if steps:
+        ax.plot(steps, losses, color="0.75", lw=0.8, label="train (per step)")
+        k = max(1, len(losses) // 50)
+        run = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1]) for i in range(len(losses))]
+        ax.plot(steps, run, color="k", lw=1.2, label=f"train (mean of {k})")
+    val_keys = sorted({k for r in history for k in r if k.startswith("val_loss_")}, key=lambda s: int(s.rsplit("_", 1)[1]))
+    for key in val_keys:
+        pts = [(r["step"], r[key]) for r in history if r.get(key) is not None]
+        ax.plot(*zip(*pts), "o-", ms=3, label=f"validation {key.rsplit('_', 1)[1]}²")
+    ax.set_xlabel("step")
+    ax.set_ylabel("DSM loss (L²)")
+    if losses and min(losses) > 0:
+        ax.set_yscale("log")
+    ax.set_title(title or "training loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)

@@ -12,9 +12,7 @@ per-distribution baselines use the same loop with ``encoder="none"``.
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +24,7 @@ from .grid import Grid
 from .models.sno import ScoreNeuralOperator
 from .points import PointScore, sample_points
 from .sde import SDE
+from .training.fit import fit
 
 __all__ = [
     "SNOTrainConfig", "sno_dsm_loss", "train_sno", "train_point_model", "sno_point_score",
@@ -108,33 +107,15 @@ def draw_encodings(mixtures, kme: KernelMeanEmbedding, n_range: tuple[int, int],
     return out, ns
 
 
-class _EMA:
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for pe, p in zip(self.model.parameters(), model.parameters()):
-            pe.lerp_(p.detach(), 1 - d)
-
-
-def _optimiser(model: nn.Module, cfg: SNOTrainConfig):
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps)))
-    return opt, sched
-
-
-def _step(model, opt, sched, loss, cfg):
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    opt.step()
-    sched.step()
+def _fit(model: nn.Module, loss_of_step: Callable[[int], torch.Tensor], cfg: SNOTrainConfig, name: str,
+         log: Callable[[str], None] | None, log_every: int) -> tuple[nn.Module, list[float]]:
+    """:func:`fsdiff.training.fit` with the SNO recipe (cosine to 5%, clipping, EMA); ``(ema or model, losses)``."""
+    model.train()
+    result = fit(model.parameters(), loss_of_step, cfg.steps, cfg.lr, final_lr_ratio=0.05, grad_clip=cfg.grad_clip,
+                 ema_of=model if cfg.ema_decay > 0 else None, ema_decay=cfg.ema_decay, name=name,
+                 log=log, log_every=log_every)
+    model.eval()
+    return (result.ema.module if result.ema is not None else model), result.losses
 
 
 def train_sno(model: ScoreNeuralOperator, family, kme: KernelMeanEmbedding, sde: SDE, cfg: SNOTrainConfig,
@@ -155,12 +136,8 @@ def train_sno(model: ScoreNeuralOperator, family, kme: KernelMeanEmbedding, sde:
         for _ in range(cfg.bank_per_dist):
             emp.append(draw_encodings(allmix, kme, cfg.n_range, 0.0, generator)[0])
         bank = (exact, torch.stack(emp, 1))  # (D, 1, *S), (D, bank, 1, *S)
-    opt, sched = _optimiser(model, cfg)
-    ema = _EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    hist: list[float] = []
-    t0 = time.perf_counter()
-    model.train()
-    for step in range(cfg.steps):
+
+    def loss_of_step(step: int) -> torch.Tensor:
         pick = torch.randint(len(combos), (cfg.batch_dists,), generator=generator).tolist()
         mix = allmix[pick]
         if bank is None:
@@ -171,17 +148,9 @@ def train_sno(model: ScoreNeuralOperator, family, kme: KernelMeanEmbedding, sde:
             j = torch.randint(cfg.bank_per_dist, (len(pick),), generator=generator)
             u = torch.where(use_exact.reshape(-1, 1, *[1] * kme.dim), bank[0][idx], bank[1][idx, j])
         x0 = mix.sample(cfg.points_per_dist, generator)
-        loss = sno_dsm_loss(model, x0, sde, model.encode(u, kme.grid), cfg.eps, generator, cfg.t_power).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite SNO loss at step {step}")
-        _step(model, opt, sched, loss, cfg)
-        if ema is not None:
-            ema.update(model, step)
-        hist.append(float(loss.detach()))
-        if log is not None and (step + 1) % log_every == 0:
-            log(f"sno step {step + 1}/{cfg.steps} loss {sum(hist[-log_every:]) / log_every:.4f} ({time.perf_counter() - t0:.0f}s)")
-    model.eval()
-    return (ema.model if ema is not None else model), hist
+        return sno_dsm_loss(model, x0, sde, model.encode(u, kme.grid), cfg.eps, generator, cfg.t_power)
+
+    return _fit(model, loss_of_step, cfg, "sno", log, log_every)
 
 
 def train_point_model(model: ScoreNeuralOperator, sampler: Callable[[int, torch.Generator | None], torch.Tensor],
@@ -194,26 +163,13 @@ def train_point_model(model: ScoreNeuralOperator, sampler: Callable[[int, torch.
     """
     if model.encoder_type != "none":
         raise ValueError("train_point_model trains an encoder='none' model")
-    opt, sched = _optimiser(model, cfg)
-    ema = _EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    hist: list[float] = []
     code = model.encode(None)
     n = cfg.batch_dists * cfg.points_per_dist
-    t0 = time.perf_counter()
-    model.train()
-    for step in range(cfg.steps):
-        x0 = sampler(n, generator)[None]
-        loss = sno_dsm_loss(model, x0, sde, code, cfg.eps, generator, cfg.t_power).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite {name} loss at step {step}")
-        _step(model, opt, sched, loss, cfg)
-        if ema is not None:
-            ema.update(model, step)
-        hist.append(float(loss.detach()))
-        if log is not None and (step + 1) % log_every == 0:
-            log(f"{name} step {step + 1}/{cfg.steps} loss {sum(hist[-log_every:]) / log_every:.4f} ({time.perf_counter() - t0:.0f}s)")
-    model.eval()
-    return (ema.model if ema is not None else model), hist
+
+    def loss_of_step(step: int) -> torch.Tensor:
+        return sno_dsm_loss(model, sampler(n, generator)[None], sde, code, cfg.eps, generator, cfg.t_power)
+
+    return _fit(model, loss_of_step, cfg, name, log, log_every)
 
 
 def sno_point_score(model: ScoreNeuralOperator, sde: SDE, code: torch.Tensor | None = None,

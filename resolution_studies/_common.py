@@ -18,8 +18,7 @@ if str(ROOT.parent) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT.parent))
 
 import fsdiff as fd  # noqa: E402
-from fsdiff.invariance import write_netcdf  # noqa: E402,F401
-from fsdiff.io import atomic_write, write_json  # noqa: E402,F401
+from fsdiff.io import write_json, write_netcdf, write_text  # noqa: E402,F401
 
 
 def parser(doc: str, study: str) -> argparse.ArgumentParser:
@@ -44,10 +43,6 @@ def setup(args: argparse.Namespace) -> str:
     return f"torch {torch.__version__}, threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, allocator: {malloc}"
 
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), binary=False)
-
-
 def train_run(run_dir: Path, cfg: Any, white_sigma: float | None = None, progress: bool = False,
               reuse: bool = True) -> dict:
     """Train ``cfg`` (a RunConfig) into a fresh ``run_dir``; ``white_sigma``: use ``White(sigma)`` noise.
@@ -62,7 +57,7 @@ def train_run(run_dir: Path, cfg: Any, white_sigma: float | None = None, progres
     from fsdiff.data import dataset_from_dict
     from fsdiff.io import write_toml
     from fsdiff.models import build_model
-    from fsdiff.multilevel import MultilevelSchedule, hierarchy
+    from fsdiff.training.multilevel import MultilevelSchedule, hierarchy
     from fsdiff.training import train
 
     grid = cfg.grid.build()

@@ -3,7 +3,7 @@
 What it shows
 -------------
 The same FNOScore, data (standardised log-normal functions), noise (Matérn), optimiser and
-seeds, trained with the four schedules of :mod:`fsdiff.multilevel` on the hierarchy
+seeds, trained with the four schedules of :mod:`fsdiff.training.multilevel` on the hierarchy
 16² -> 32² -> 64²:
 
 * ``single``: 64² every step, for ``--budget`` seconds of training wall-clock; its last
@@ -50,7 +50,7 @@ def run(kind: str, args, grids, data, sde, target: float | None, run_dir) -> dic
 
     from fsdiff.config import TrainingConfig
     from fsdiff.models import FNOScore
-    from fsdiff.multilevel import MultilevelSchedule
+    from fsdiff.training.multilevel import MultilevelSchedule
     from fsdiff.training import train_to_target
 
     if run_dir.exists():
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     import xarray as xr
 
     from fsdiff.data import LogNormalField
-    from fsdiff.multilevel import hierarchy
+    from fsdiff.training.multilevel import hierarchy
     from fsdiff.plotting import save_figure
 
     t_all = time.perf_counter()
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         coords={"schedule": list(SCHEDULES), "eval": np.arange(L), "level": [int(n) for n in names]},
         attrs={"env": env, "target": target, "budget_s": args.budget, "levels": str(args.levels),
                "note": "time_to_target NaN: the schedule did not reach the target within the budget"})
-    write_netcdf(ds, args.out / f"{STUDY}.nc")
+    write_netcdf(args.out / f"{STUDY}.nc", ds)
 
     import matplotlib.pyplot as plt
 

@@ -4,7 +4,7 @@ What it shows
 -------------
 1. **Imbalanced mixture, few samples.** 2-D mixture of three Gaussians (std 0.15) with
    weights 0.8 / 0.15 / 0.05. For training sets of n points, the same MLP
-   (:class:`fsdiff.ndsm.MLPScore`, with a base score: ``-x`` for DSM, ``grad log pi_ref`` for NDSM)
+   (:class:`fsdiff.points.mlp.MLPScore`, with a base score: ``-x`` for DSM, ``grad log pi_ref`` for NDSM)
    is trained with the same steps and batch by (a) VP DSM and (b) NDSM with ``pi_ref`` a 3-component
    EM fit to the training set (one-step loss with the control variate; forward paths from a
    bank of EM trajectories refreshed every 100 steps). Reported: error of the recovered mode
@@ -47,11 +47,10 @@ import torch  # noqa: E402
 
 import fsdiff as fd  # noqa: E402
 from fsdiff.io import atomic_write, write_json  # noqa: E402
-from fsdiff.kernel import point_energy_distance  # noqa: E402
-from fsdiff.ndsm import (  # noqa: E402
+from fsdiff.points.metrics import energy_distance as point_energy_distance  # noqa: E402
+from fsdiff.points.mlp import MLPScore  # noqa: E402
+from fsdiff.points.ndsm import (  # noqa: E402
     NDSM,
-    MLPScore,
-    fit_steps,
     fit_reference_mixture,
     kmeans,
     ndsm_loss,
@@ -62,7 +61,8 @@ from fsdiff.ndsm import (  # noqa: E402
 )
 from fsdiff.plotting import save_figure  # noqa: E402
 from fsdiff.points import sample_points  # noqa: E402
-from fsdiff.toy2d import imbalanced_means, imbalanced_mixture  # noqa: E402
+from fsdiff.points.toy import imbalanced_means, imbalanced_mixture  # noqa: E402
+from fsdiff.training import fit  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "ndsm"
 WEIGHTS = (0.8, 0.15, 0.05)
@@ -74,7 +74,7 @@ def train_dsm(data: torch.Tensor, sde, args, gen) -> tuple[MLPScore, float]:
     net = MLPScore(data.shape[1], sde, hidden=args.hidden, depth=3, base=lambda x: -x)
     def batch(i):
         return point_dsm_loss(net, data[torch.randint(data.shape[0], (args.batch,), generator=gen)], sde, gen)
-    _, secs = fit_steps(net, batch, args.steps)
+    secs = fit(net.parameters(), batch, args.steps).seconds
     return net, secs
 
 
@@ -93,7 +93,7 @@ def train_ndsm(data: torch.Tensor, proc: NDSM, sde, args, gen, cv="exact") -> tu
         xn = bank["paths"][n, j]
         return ndsm_loss(net, xn, proc, gen, control_variate=cv, n=n, xn=xn)
 
-    _, secs = fit_steps(net, batch, args.steps)
+    secs = fit(net.parameters(), batch, args.steps).seconds
     return net, secs
 
 

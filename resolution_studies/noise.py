@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             data[f"{k}_sample_{N}"] = ((f"x{N}", f"y{N}"), first[k][N].numpy())
     ds = xr.Dataset(data, coords={"resolution": np.array(res), "kind": list(kinds)},
                     attrs={"trace_class": repr(cov), "white": repr(white), "n": args.n, "seed": args.seed, "env": env})
-    write_netcdf(ds, args.out / "noise.nc")
+    write_netcdf(args.out / "noise.nc", ds)
 
     import matplotlib.pyplot as plt
 

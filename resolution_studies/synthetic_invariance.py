@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         ds.attrs.pop(k, None)
     ds.attrs.update(env=env, training_steps=args.steps, width=args.width, modes=args.modes, layers=args.layers,
                     white_noise="White(sigma=1/N_train) with allow_non_trace_class=True")
-    write_netcdf(ds, args.out / f"{STUDY}.nc")
+    write_netcdf(args.out / f"{STUDY}.nc", ds)
     plot_invariance(results[0].isel(variant=0), args.out / f"{STUDY}.png",
                     others=[r.isel(variant=0) for r in results[1:]])
 

@@ -8,15 +8,15 @@ manifold in 3 coordinates plus 3 noisy extra coordinates), with the same trainin
 * ``empirical``: the exact score of the noised empirical measure (no training; memorizes);
 * ``wpo``: the WPO-informed kernel model (centres = half of the training set, ISM loss on the
   other half, trained only at the terminal time), sampled through the reverse SDE;
-* ``neural``: an MLP score (:class:`fsdiff.ndsm.MLPScore`) trained by VP DSM on all of the
+* ``neural``: an MLP score (:class:`fsdiff.points.mlp.MLPScore`) trained by VP DSM on all of the
   training set with the same batch size and the **same wall-clock training budget** as the WPO
   model (an MLP step is ~10x cheaper than an ISM step over 500 centres, so it gets more steps;
   never fewer than the WPO model's).
 
 Metrics on held-out data: log-likelihood ``log p_eps`` (nats/point; closed form for the kernel
 models at ``t = eps``, probability-flow ODE with exact divergence for the MLP), the energy
-distance to held-out samples (:func:`fsdiff.kernel.point_energy_distance`), the memorization
-measure (:func:`fsdiff.metrics.memorization` through :func:`fsdiff.kernel.point_memorization`:
+distance to held-out samples (:func:`fsdiff.points.metrics.energy_distance`), the memorization
+measure (:func:`fsdiff.metrics.memorization` through :func:`fsdiff.points.metrics.point_memorization`:
 fraction of samples closer than 1/3 of the training set's median nearest-neighbour distance
 to a training point), and training time. For the 6-D roll: does Gamma align with the
 manifold? Fraction of the learned covariance ``Gamma^-1`` in the tangent plane (isotropic: 2/6)
@@ -53,19 +53,20 @@ import torch  # noqa: E402
 
 import fsdiff as fd  # noqa: E402
 from fsdiff.io import atomic_write, write_json  # noqa: E402
-from fsdiff.kernel import (  # noqa: E402
+from fsdiff.plotting import save_figure  # noqa: E402
+from fsdiff.points import sample_points  # noqa: E402
+from fsdiff.points.kernel import (  # noqa: E402
     EmpiricalKernelScore,
     WPOKernelScore,
     data_precision_floor,
-    point_energy_distance,
-    point_memorization,
     train_wpo,
     tweedie_denoise,
 )
-from fsdiff.ndsm import MLPScore, point_dsm_loss, train_score  # noqa: E402
-from fsdiff.plotting import save_figure  # noqa: E402
-from fsdiff.points import sample_points  # noqa: E402
-from fsdiff.toy2d import swiss_roll_6d, toy_data  # noqa: E402
+from fsdiff.points.metrics import energy_distance as point_energy_distance  # noqa: E402
+from fsdiff.points.metrics import point_memorization  # noqa: E402
+from fsdiff.points.mlp import MLPScore, train_score  # noqa: E402
+from fsdiff.points.ndsm import point_dsm_loss  # noqa: E402
+from fsdiff.points.toy import swiss_roll_6d, toy_data  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "wpo_toy"
 EPS = 1e-3

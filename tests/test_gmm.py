@@ -9,7 +9,9 @@ import torch
 
 import fsdiff as fd
 from fsdiff.embedding_kme import KernelMeanEmbedding, prototype_encoding
-from fsdiff.tasks.gmm import GaussianMixture, GMMFamily, energy_distance_points, sliced_wasserstein_points
+from fsdiff.points.metrics import energy_distance as energy_distance_points
+from fsdiff.points.metrics import sliced_wasserstein as sliced_wasserstein_points
+from fsdiff.tasks.gmm import GaussianMixture, GMMFamily
 
 torch.set_num_threads(1)
 
@@ -122,7 +124,7 @@ def test_point_metrics():
     c = b + torch.tensor([1.0, 0.0])
     assert abs(energy_distance_points(a, b)) < 0.01
     assert energy_distance_points(a, c) > 0.1
-    sw = sliced_wasserstein_points(a, c, n_proj=256, generator=g)
+    sw = sliced_wasserstein_points(a, c, n_projections=256, generator=g)
     assert 0.55 < sw < 0.85  # E|<theta, shift>|² = 1/2 in 2-D -> SW2 ~ 0.71
     with pytest.raises(ValueError):
         energy_distance_points(a, torch.zeros(10, 3))

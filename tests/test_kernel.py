@@ -1,4 +1,4 @@
-"""Kernel score models (fsdiff.kernel): closed forms vs autograd, Gamma_s vs Monte Carlo,
+"""Kernel score models (fsdiff.points.kernel): closed forms vs autograd, Gamma_s vs Monte Carlo,
 VP/heat-time mapping, ISM training, memorization of the empirical kernel vs the WPO model."""
 
 from __future__ import annotations
@@ -9,20 +9,20 @@ import pytest
 import torch
 
 import fsdiff as fd
-from fsdiff.kernel import (
+from fsdiff.points import sample_points
+from fsdiff.points.kernel import (
     EmpiricalKernelScore,
     WPOKernelScore,
     heat_precision,
     ism_loss,
     mixture_terms,
-    point_energy_distance,
-    point_memorization,
     train_wpo,
     tweedie_denoise,
     vp_heat_time,
 )
-from fsdiff.points import sample_points
-from fsdiff.toy2d import moons
+from fsdiff.points.metrics import energy_distance as point_energy_distance
+from fsdiff.points.metrics import point_memorization
+from fsdiff.points.toy import moons
 
 torch.set_num_threads(1)
 
@@ -181,7 +181,7 @@ def test_validation_early_stopping_restores_the_best_weights():
     """On a 6-D swiss roll (150 centres, 150 loss points) the training ISM keeps falling while
     the held-out ISM turns up (measured: best -355 at step 15, thousands by step 200);
     train_wpo keeps the best weights, and patience stops the run early."""
-    from fsdiff.toy2d import swiss_roll_6d
+    from fsdiff.points.toy import swiss_roll_6d
 
     torch.manual_seed(0)  # parameter init only; data and batches come from generators
     gen = torch.Generator().manual_seed(1)
@@ -210,7 +210,7 @@ def test_validation_early_stopping_restores_the_best_weights():
 
 
 def test_precision_floor_bounds_every_covariance_by_the_data_covariance():
-    from fsdiff.kernel import data_precision_floor
+    from fsdiff.points.kernel import data_precision_floor
 
     gen = torch.Generator().manual_seed(6)
     A = torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.3, 0.0], [0.0, 0.2, 0.05]], dtype=torch.float64)

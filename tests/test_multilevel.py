@@ -8,7 +8,7 @@ from torch import nn
 
 import fsdiff as fd
 from fsdiff.data import GaussianRandomField
-from fsdiff.multilevel import MultilevelSchedule, ValidationSet, draw_terms, hierarchy, mlmc_loss, term_loss
+from fsdiff.training.multilevel import MultilevelSchedule, ValidationSet, draw_terms, hierarchy, mlmc_loss, term_loss
 from fsdiff.training import make_generators
 
 @pytest.fixture(autouse=True)

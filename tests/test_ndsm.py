@@ -1,4 +1,4 @@
-"""Nonlinear DSM (fsdiff.ndsm): reference fit, VP special case, unbiasedness of the
+"""Nonlinear DSM (fsdiff.points.ndsm): reference fit, VP special case, unbiasedness of the
 one-step loss gradient, and the control variate's variance reduction."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import fsdiff as fd
-from fsdiff.ndsm import (
+from fsdiff.points.mlp import MLPScore
+from fsdiff.points.ndsm import (
     NDSM,
-    MLPScore,
     ReferenceMixture,
     fit_reference_mixture,
     ndsm_loss,
@@ -20,7 +20,7 @@ from fsdiff.ndsm import (
     point_dsm_loss,
     standard_normal_reference,
 )
-from fsdiff.toy2d import imbalanced_mixture
+from fsdiff.points.toy import imbalanced_mixture
 
 torch.set_num_threads(1)
 SDE = fd.VPSDE(fd.White())

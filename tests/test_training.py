@@ -12,7 +12,7 @@ import fsdiff as fd
 from fsdiff.config import TrainingConfig
 from fsdiff.data import GaussianRandomField
 from fsdiff.io import CheckpointError, load_checkpoint
-from fsdiff.multilevel import MultilevelSchedule, hierarchy
+from fsdiff.training.multilevel import MultilevelSchedule, hierarchy
 from fsdiff.training import EMA, TrainingDiverged, latest_checkpoint, lr_at, train
 
 

@@ -4,6 +4,6 @@ The study driver lives in :mod:`fsdiff.tasks.gmm_study` (imported on demand: it 
 matplotlib and xarray).
 """
 
-from .gmm import GaussianMixture, GMMFamily, energy_distance_points, sliced_wasserstein_points
+from .gmm import GaussianMixture, GMMFamily
 
-__all__ = ["GaussianMixture", "GMMFamily", "energy_distance_points", "sliced_wasserstein_points"]
+__all__ = ["GaussianMixture", "GMMFamily"]

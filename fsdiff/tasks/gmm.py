@@ -11,9 +11,7 @@ batch dimension), draws exact samples, and gives the exact log-density and score
 forward-SDE marginal ``p_t = law(m(t) X_0 + s(t) Z)``, ``Z ~ N(0, I)``, for any fsdiff
 :class:`~fsdiff.sde.SDE` (VP or VE): component ``k`` becomes ``N(m mu_k, m² Sigma_k + s² I)``.
 
-Point-space metrics for samples in R^d (:func:`energy_distance_points`,
-:func:`sliced_wasserstein_points`) live here too; the grid versions in :mod:`fsdiff.metrics`
-are for functions.
+The metrics for samples in R^d are in :mod:`fsdiff.points.metrics`.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from .._checks import batch_times
 from ..sde import SDE
 
 __all__ = [
-    "GaussianMixture", "GMMFamily", "energy_distance_points", "sliced_wasserstein_points",
+    "GaussianMixture", "GMMFamily",
 ]
 
 
@@ -319,38 +317,3 @@ class GMMFamily:
 
 
 # --------------------------------------------------------------------------- point metrics
-def _pair_mean(a: torch.Tensor, b: torch.Tensor, same: bool, chunk: int = 2048) -> float:
-    total = 0.0
-    for s in range(0, a.shape[0], chunk):
-        d = torch.cdist(a[s: s + chunk], b)
-        total += float(d.sum())
-    n, m = a.shape[0], b.shape[0]
-    return total / (n * (n - 1)) if same else total / (n * m)
-
-
-def energy_distance_points(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Unbiased energy distance (energy MMD) ``2E|X-Y| - E|X-X'| - E|Y-Y'|`` of point sets ``(n, d)``, ``(m, d)``.
-
-    Same statistic as :func:`fsdiff.metrics.energy_mmd` with the Euclidean norm; 0 in
-    expectation when the laws agree (can be slightly negative).
-    """
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(x.shape[0], y.shape[0]) < 2:
-        raise ValueError(f"expected point sets (n, d), (m, d) with n, m >= 2; got {tuple(x.shape)}, {tuple(y.shape)}")
-    a, b = x.to(torch.float64), y.to(torch.float64)
-    return 2 * _pair_mean(a, b, False) - _pair_mean(a, a, True) - _pair_mean(b, b, True)
-
-
-def sliced_wasserstein_points(x: torch.Tensor, y: torch.Tensor, n_proj: int = 128,
-                              generator: torch.Generator | None = None) -> float:
-    """Sliced 2-Wasserstein distance of point sets over ``n_proj`` random unit directions.
-
-    Each 1-D W2 compares quantiles at ``max(n, m)`` levels (linear interpolation).
-    """
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"expected point sets (n, d), (m, d); got {tuple(x.shape)}, {tuple(y.shape)}")
-    theta = torch.randn(n_proj, x.shape[1], generator=generator, dtype=torch.float64)
-    theta = theta / theta.norm(dim=1, keepdim=True)
-    px, py = x.to(torch.float64) @ theta.T, y.to(torch.float64) @ theta.T
-    q = torch.linspace(0, 1, max(x.shape[0], y.shape[0]), dtype=torch.float64)
-    qx, qy = torch.quantile(px, q, dim=0), torch.quantile(py, q, dim=0)
-    return float(((qx - qy) ** 2).mean().sqrt())

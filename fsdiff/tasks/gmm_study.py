@@ -36,7 +36,8 @@ from ..points import sample_points
 from ..sde import VPSDE
 from ..covariance import White
 from ..sno_training import (SNOTrainConfig, relative_score_error, sno_point_score, train_point_model, train_sno)
-from .gmm import GMMFamily, energy_distance_points, sliced_wasserstein_points
+from ..points.metrics import energy_distance, sliced_wasserstein
+from .gmm import GMMFamily
 
 __all__ = ["SNOGMMStudyConfig", "run_sno_gmm_study"]
 
@@ -172,7 +173,7 @@ def run_sno_gmm_study(cfg: SNOGMMStudyConfig, out_dir: str | Path, log: Callable
         x = sample_points(score, sde, cfg.n_generate, 2, steps=cfg.sample_steps, generator=gen)
         ref = fam.mixture(c).sample(cfg.n_generate, gen)
         samples[key] = x.numpy()
-        metrics[key] = {"mmd": energy_distance_points(x, ref), "sw2": sliced_wasserstein_points(x, ref, 128, gen)}
+        metrics[key] = {"mmd": energy_distance(x, ref), "sw2": sliced_wasserstein(x, ref, 128, gen)}
 
     seen_show = seen_c[0]
     for c in [seen_show] + list(upper_c):
@@ -180,8 +181,8 @@ def run_sno_gmm_study(cfg: SNOGMMStudyConfig, out_dir: str | Path, log: Callable
         mix = fam.mixture(c)
         samples[f"{tag}/true"] = mix.sample(cfg.n_generate, gen).numpy()
         ref1, ref2 = mix.sample(cfg.n_generate, gen), mix.sample(cfg.n_generate, gen)
-        metrics[f"{tag}/true_vs_true"] = {"mmd": energy_distance_points(ref1, ref2),
-                                          "sw2": sliced_wasserstein_points(ref1, ref2, 128, gen)}
+        metrics[f"{tag}/true_vs_true"] = {"mmd": energy_distance(ref1, ref2),
+                                          "sw2": sliced_wasserstein(ref1, ref2, 128, gen)}
         gen_and_score(f"{tag}/sno_exact", sno_point_score(sno, sde, u=kme.exact_gmm(mix), grid=kme.grid), c)
         gen_and_score(f"{tag}/unconditional", sno_point_score(unc, sde), c)
         if c in uppers:

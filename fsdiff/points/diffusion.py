@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .sde import SDE
+from ..sde import SDE
 
 __all__ = ["PointScore", "perturb_points", "sample_points", "time_grid_points"]
 

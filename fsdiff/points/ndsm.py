@@ -32,7 +32,6 @@ Score models follow the point-space protocol ``score(x (B, d), t (B,)) -> (B, d)
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -40,8 +39,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._checks import batch_times
-from .sde import SDE
+from ..sde import SDE
+from .diffusion import PointScore
 
 __all__ = [
     "ReferenceMixture",
@@ -52,14 +51,10 @@ __all__ = [
     "ndsm_loss",
     "ndsm_sample",
     "point_dsm_loss",
-    "MLPScore",
-    "fit_steps",
-    "train_score",
     "per_sample_gradients",
 ]
 
 _LOG2PI = math.log(2 * math.pi)
-PointScore = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- reference mixture
@@ -361,67 +356,6 @@ def point_dsm_loss(score: PointScore, x0: torch.Tensor, sde: SDE, generator: tor
     z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     m, sd = sde.mean_scale(t).to(x0.dtype)[:, None], sde.std(t).to(x0.dtype)[:, None]
     return (sd * score(m * x0 + sd * z, t.to(x0.dtype)) + z).square().sum(1)
-
-
-# ----------------------------------------------------------------------------- a small network
-class MLPScore(nn.Module):
-    """Small MLP score model for points: ``s(x, t) = net([x, emb(t)]) / sigma_vp(t)`` (+ optional base).
-
-    ``base(x)`` (e.g. ``pi_ref.score``) is added if given, so the network learns a correction.
-    Sinusoidal time features; ``sigma_vp`` from ``sde`` (floored at ``sigma_min``).
-    """
-
-    def __init__(self, dim: int, sde: SDE, hidden: int = 128, depth: int = 3, n_freq: int = 8,
-                 sigma_min: float = 1e-2, base: Callable[[torch.Tensor], torch.Tensor] | None = None):
-        super().__init__()
-        self.sde, self.sigma_min, self.base = sde, float(sigma_min), base
-        self.register_buffer("freqs", 2.0 ** torch.arange(n_freq, dtype=torch.float32) * math.pi)
-        layers: list[nn.Module] = []
-        w = dim + 2 * n_freq
-        for _ in range(depth):
-            layers += [nn.Linear(w, hidden), nn.SiLU()]
-            w = hidden
-        layers.append(nn.Linear(w, dim))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = batch_times(t, x.shape[0], x.dtype)
-        ang = t[:, None] * self.freqs.to(x.dtype)[None]
-        h = torch.cat([x, torch.sin(ang), torch.cos(ang)], 1)
-        sig = self.sde.std(t.double()).clamp_min(self.sigma_min).to(x.dtype)[:, None]
-        out = self.net(h) / sig
-        if self.base is not None:
-            out = out + self.base(x)
-        return out
-
-
-def fit_steps(model: nn.Module, loss_of_step: Callable[[int], torch.Tensor], steps: int,
-              lr: float = 2e-3) -> tuple[list[float], float]:
-    """Adam with a cosine schedule on ``loss_of_step(i).mean()`` for ``i = 0..steps-1``
-    (the callable draws its own batch); returns ``(losses, seconds)``."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    for i in range(steps):
-        loss = loss_of_step(i).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became non-finite at step {i}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    return losses, time.perf_counter() - t0
-
-
-def train_score(model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
-                steps: int, batch: int = 256, lr: float = 2e-3, generator: torch.Generator | None = None) -> tuple[list[float], float]:
-    """:func:`fit_steps` on ``loss_fn(x0_batch)`` with batches drawn from ``data (n, d)``; returns ``(losses, seconds)``."""
-    def loss_of_step(_: int) -> torch.Tensor:
-        return loss_fn(data[torch.randint(data.shape[0], (batch,), generator=generator)])
-
-    return fit_steps(model, loss_of_step, steps, lr)
 
 
 def per_sample_gradients(model: nn.Module, losses: Callable[[PointScore], torch.Tensor]) -> torch.Tensor:

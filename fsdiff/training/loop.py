@@ -1,4 +1,4 @@
-"""The training loop: AdamW, warm-up + cosine learning rate, EMA, clipping, accumulation, checkpoints.
+"""The function-space training loop: AdamW, warm-up + cosine learning rate, EMA, clipping, accumulation, checkpoints.
 
 Everything random in a step (level choice, data, times, noise) is drawn from three explicit
 ``torch.Generator`` objects (``level``, ``data``, ``noise``) whose states are saved in every
@@ -16,7 +16,6 @@ wall-clock, final validation losses) and ``loss.png``. :func:`train_from_config`
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 import time
@@ -27,77 +26,21 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .config import RunConfig, TrainingConfig, config_from_dict
-from .grid import Grid
-from .io import load_checkpoint, save_checkpoint, write_csv, write_json, write_toml
-from .multilevel import MultilevelSchedule, ValidationSet, draw_terms, hierarchy, term_loss
-from .sde import SDE, sde_from_dict
+from ..config import TrainingConfig
+from ..io import load_checkpoint, save_checkpoint, write_csv, write_json
+from ..plotting import plot_loss_curve
+from ..sde import SDE
+from .ema import EMA
+from .multilevel import MultilevelSchedule, ValidationSet, draw_terms, term_loss
+from .schedule import lr_at
 
-__all__ = [
-    "TrainingDiverged",
-    "EMA",
-    "lr_at",
-    "make_generators",
-    "train",
-    "train_from_config",
-    "load_run",
-    "latest_checkpoint",
-    "plot_loss_curve",
-    "export_run",
-    "PRETRAINED_KIND",
-]
-
-#: ``ckpt["kind"]`` of files written by :func:`export_run`
-PRETRAINED_KIND = "fsdiff-pretrained"
+__all__ = ["TrainingDiverged", "make_generators", "latest_checkpoint", "train", "train_to_target"]
 
 _CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 
 
 class TrainingDiverged(FloatingPointError):
     """The loss or gradient became non-finite; the message names the step and the last good checkpoint."""
-
-
-# --------------------------------------------------------------------------- pieces
-class EMA:
-    """Exponential moving average of a model's parameters and buffers (a deep copy, ``.module``).
-
-    ``decay_t = min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so early averages are short.
-    """
-
-    def __init__(self, model: nn.Module, decay: float = 0.999):
-        self.decay = float(decay)
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        src = model.state_dict()
-        for k, v in self.module.state_dict().items():
-            if v.is_floating_point():
-                v.mul_(d).add_(src[k].detach(), alpha=1 - d)
-            else:
-                v.copy_(src[k])
-        self.updates += 1
-
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "updates": self.updates, "state_dict": self.module.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["state_dict"])
-        self.updates = int(state["updates"])
-
-
-def lr_at(step: int, cfg: TrainingConfig) -> float:
-    """Learning rate of step ``step`` (0-based): linear warm-up to ``lr``, then cosine to ``final_lr_ratio * lr``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(cfg.steps - cfg.warmup_steps, 1)
-    frac = min((step - cfg.warmup_steps) / span, 1.0)
-    lo = cfg.final_lr_ratio * cfg.lr
-    return lo + 0.5 * (cfg.lr - lo) * (1 + math.cos(math.pi * frac))
 
 
 def make_generators(seed: int) -> dict[str, torch.Generator]:
@@ -112,40 +55,6 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
         return None
     found = sorted((int(m.group(1)), p) for p in d.iterdir() if (m := _CKPT_RE.match(p.name)))
     return found[-1][1] if found else None
-
-
-def plot_loss_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
-    """Training loss (per step, and a running mean) and validation loss per level against step, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    steps = [r["step"] for r in history if r.get("loss") is not None]
-    losses = [r["loss"] for r in history if r.get("loss") is not None]
-    if steps:
-        ax.plot(steps, losses, color="0.75", lw=0.8, label="train (per step)")
-        k = max(1, len(losses) // 50)
-        run = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1]) for i in range(len(losses))]
-        ax.plot(steps, run, color="k", lw=1.2, label=f"train (mean of {k})")
-    val_keys = sorted({k for r in history for k in r if k.startswith("val_loss_")}, key=lambda s: int(s.rsplit("_", 1)[1]))
-    for key in val_keys:
-        pts = [(r["step"], r[key]) for r in history if r.get(key) is not None]
-        ax.plot(*zip(*pts), "o-", ms=3, label=f"validation {key.rsplit('_', 1)[1]}²")
-    ax.set_xlabel("step")
-    ax.set_ylabel("DSM loss (L²)")
-    if losses and min(losses) > 0:
-        ax.set_yscale("log")
-    ax.set_title(title or "training loss")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 # --------------------------------------------------------------------------- the loop
@@ -333,142 +242,6 @@ def _asdict(cfg) -> dict:
     import dataclasses
 
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-
-
-# --------------------------------------------------------------------------- config-level API
-def _build(cfg: RunConfig):
-    from .config import ConfigError
-    from .data import dataset_from_dict
-    from .models import QColouredOutput, SpectralPreconditioner, build_model
-
-    grid = cfg.grid.build()
-    sde = cfg.sde.build()
-    dataset = dataset_from_dict(cfg.data.spec())
-    spec = cfg.model.spec(in_channels=int(getattr(dataset, "channels", 1)))
-    output = spec.pop("output", "eta")
-    if output not in ("eta", "whitened"):
-        raise ConfigError(f"model.output: must be 'eta' or 'whitened' (Q^(1/2)-coloured output); got {output!r}")
-    precondition = spec.pop("precondition", "none")
-    extrapolation = spec.pop("extrapolation", "zero")
-    stats_samples = spec.pop("stats_samples", 20000)
-    if precondition not in ("none", "spectral"):
-        raise ConfigError(f"model.precondition: must be 'none' or 'spectral'; got {precondition!r}")
-    if precondition == "spectral":
-        if output != "eta":
-            raise ConfigError("model.precondition = 'spectral' already scales the output; leave model.output = 'eta'")
-        if isinstance(stats_samples, bool) or not isinstance(stats_samples, int) or stats_samples < 2:
-            raise ConfigError(f"model.stats_samples: must be an integer >= 2; got {stats_samples!r}")
-        spec.setdefault("cond_channels", spec["in_channels"])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.training.seed)
-        model = build_model(spec)
-    if output == "whitened":
-        model = QColouredOutput(model, sde.covariance)
-    if precondition == "spectral":
-        model = SpectralPreconditioner(model, sde, data_statistics(dataset, grid, stats_samples, extrapolation,
-                                                                   seed=cfg.training.seed))
-    return grid, sde, dataset, model
-
-
-def data_statistics(dataset, grid: Grid, n: int, extrapolation: str = "zero", seed: int = 0):
-    """Per-mode statistics of ``n`` functions of ``dataset`` on ``grid`` (a fitted :class:`SpectralStatistics`).
-
-    Data sets with a finite split (MNIST) use ``min(n, len)`` distinct items; others draw ``n``.
-    """
-    from .data.statistics import SpectralStatistics
-
-    stats = SpectralStatistics(grid.shape, grid.length, int(getattr(dataset, "channels", 1)), extrapolation)
-    if hasattr(dataset, "__len__") and hasattr(dataset, "materialize"):
-        return stats.fit(dataset.materialize(grid, min(int(n), len(dataset)), seed=seed))
-    return stats.fit_dataset(dataset, int(n), torch.Generator().manual_seed(int(seed) + 7))
-
-
-def train_from_config(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Build grid, SDE, data set, model and schedule from ``cfg`` and train into ``run_dir``.
-
-    Writes ``config.toml``, ``checkpoints/``, ``metrics.csv``, ``metrics.json``, ``loss.png``;
-    returns the path of the final checkpoint. Model initialisation uses ``training.seed`` (the
-    global RNG is forked and restored).
-    """
-    run_dir = Path(run_dir)
-    grid, sde, dataset, model = _build(cfg)
-    ml = cfg.multilevel
-    grids = hierarchy(grid, ml.levels or None)
-    schedule = MultilevelSchedule(grids, ml.schedule, fractions=ml.fractions or None,
-                                  probabilities=ml.probabilities or None, samples=ml.samples or None, level=ml.level)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_toml(run_dir / "config.toml", cfg.to_dict())
-    train(model, sde, dataset, schedule, cfg.training, run_dir, run_config=cfg.to_dict(), resume=resume,
-          progress=progress, restrict_from_finest=ml.restrict_from_finest)
-    path = latest_checkpoint(run_dir)
-    assert path is not None
-    return path
-
-
-def resolve_checkpoint(run_dir_or_ckpt: str | Path) -> Path:
-    """The checkpoint file itself, or a run directory's latest; ``FileNotFoundError`` for a directory without any."""
-    p = Path(run_dir_or_ckpt)
-    if p.is_dir():
-        ck_path = latest_checkpoint(p)
-        if ck_path is None:
-            raise FileNotFoundError(f"{p} holds no checkpoints (expected {p / 'checkpoints' / 'step_XXXXXXXX.pt'})")
-        return ck_path
-    return p
-
-
-def load_run(run_dir_or_ckpt: str | Path) -> tuple[nn.Module, SDE, Grid, RunConfig]:
-    """``(model with EMA weights, in eval mode; sde; finest grid; config)`` from a run directory or checkpoint file.
-
-    Raises :class:`fsdiff.io.CheckpointError` for files that are not fsdiff checkpoints and
-    ``FileNotFoundError`` for a directory without checkpoints.
-    """
-    from .io import CheckpointError
-    from .models import build_model
-
-    p = resolve_checkpoint(run_dir_or_ckpt)
-    ck = load_checkpoint(p)
-    spec = ck["model"]["spec"]
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise CheckpointError(f"{p}: the checkpoint's model spec {spec!r} cannot be rebuilt (needs a dict with 'type')")
-    cfg = config_from_dict(ck["config"])
-    model = build_model(spec)
-    state = ck["ema"]["state_dict"] if ck.get("ema") else ck["model"]["state_dict"]
-    model.load_state_dict(state)
-    model.eval()
-    sde = sde_from_dict(ck["sde"]) if "sde" in ck else cfg.sde.build()
-    return model, sde, cfg.grid.build(), cfg
-
-
-def export_run(run_dir_or_ckpt: str | Path, out: str | Path) -> Path:
-    """Write a pretrained-model file from a run: EMA weights, config, SDE, data statistics, metrics summary.
-
-    No optimizer state, no random-generator states: the file is for sampling only (``load_run``
-    reads it like a checkpoint, with ``weights_only=True``). Written atomically; returns ``out``.
-    """
-    from .io import CheckpointError
-
-    p = resolve_checkpoint(run_dir_or_ckpt)
-    ck = load_checkpoint(p)
-    if not isinstance(ck["model"].get("spec"), dict):
-        raise CheckpointError(f"{p}: the checkpoint's model has no plain-data spec; it cannot be exported")
-    weights = ck["ema"]["state_dict"] if ck.get("ema") else ck["model"]["state_dict"]
-    metrics = ck.get("metrics", {})
-    hist = metrics.get("history", []) if isinstance(metrics, dict) else []
-    final = {k: v for k, v in (hist[-1] if hist else {}).items() if k.startswith("val_loss_")}
-    out_ck = {
-        "kind": PRETRAINED_KIND,
-        "config": ck["config"],
-        "model": {"spec": ck["model"]["spec"], "state_dict": {k: v.detach().clone() for k, v in weights.items()}},
-        "step": int(ck["step"]),
-        "sde": ck.get("sde"),
-        "schedule": ck.get("schedule"),
-        "metrics": {"wall_s": float(metrics.get("wall_s", 0.0)) if isinstance(metrics, dict) else 0.0,
-                    "final_validation": final, "source": p.name},
-    }
-    if out_ck["sde"] is None:
-        del out_ck["sde"]
-    return save_checkpoint(out, out_ck)
 
 
 def train_to_target(model: nn.Module, sde: SDE, dataset, schedule: MultilevelSchedule, cfg: TrainingConfig,

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ._checks import positive_int
+from .._checks import positive_int
 
 __all__ = [
     "swiss_roll",

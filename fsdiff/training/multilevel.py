@@ -35,9 +35,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .grid import Grid, resample
-from .losses import dsm_loss, sample_time
-from .sde import SDE
+from ..grid import Grid, resample
+from ..losses import dsm_loss, sample_time
+from ..sde import SDE
 
 __all__ = [
     "SCHEDULES",

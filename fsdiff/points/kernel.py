@@ -37,9 +37,8 @@ Closed forms for a Gaussian mixture with component log-weights ``a_i(x)`` (log-s
 stabilised), responsibilities ``r_i = softmax(a)``, ``g_i = -P_i (x - mu_i)``:
 ``grad log pi = sum_i r_i g_i`` and ``Delta pi / pi = sum_i r_i (|g_i|² - tr P_i)``.
 
-Point-space metric adapters (:func:`point_memorization`, :func:`point_energy_distance`)
-view a point in R^d as a function on ``Grid((d,), length=d)`` (cell volume 1, so the L²
-distance is the Euclidean one) and call :mod:`fsdiff.metrics`.
+The metrics for point sets (energy distance, sliced Wasserstein, memorisation) are in
+:mod:`fsdiff.points.metrics`.
 """
 
 from __future__ import annotations
@@ -52,10 +51,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import metrics as _metrics
-from ._checks import batch_times
-from .grid import Grid
-from .sde import SDE
+from .._checks import batch_times
+from ..sde import SDE
+from ..training.fit import fit
+from .metrics import check_points
 
 __all__ = [
     "heat_precision",
@@ -67,19 +66,12 @@ __all__ = [
     "ism_loss",
     "train_wpo",
     "tweedie_denoise",
-    "point_memorization",
-    "point_energy_distance",
 ]
 
 _LOG2PI = math.log(2 * math.pi)
 
 
 # ----------------------------------------------------------------------------- helpers
-def _check_points(x: torch.Tensor, d: int | None = None, name: str = "x") -> None:
-    if x.ndim != 2 or (d is not None and x.shape[1] != d):
-        raise ValueError(f"{name} has shape {tuple(x.shape)}; expected (B, {d if d is not None else 'd'})")
-
-
 def heat_precision(gamma: torch.Tensor, s: float | torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """``Gamma_s = (Gamma^-1 + beta² s I)^-1`` for SPD ``gamma (..., d, d)``, via ``eigh``.
 
@@ -111,7 +103,7 @@ def mixture_terms(
     (default uniform). Returns ``(logp (B,), score (B, d), lap_over_p (B,) or None)``.
     Differentiable in all inputs; log-sum-exp stabilised; memory ``O(B N d)``.
     """
-    _check_points(x)
+    check_points(x)
     N, d = means.shape
     if x.shape[1] != d or prec.shape != (N, d, d):
         raise ValueError(f"x {tuple(x.shape)}, means {tuple(means.shape)}, prec {tuple(prec.shape)} do not match")
@@ -159,7 +151,7 @@ class EmpiricalKernelScore(nn.Module):
 
     def __init__(self, train: torch.Tensor, sde: SDE, beta: float = 1.0, chunk: int = 4096):
         super().__init__()
-        _check_points(train, name="train")
+        check_points(train, name="train")
         self.register_buffer("points", train.detach().clone())
         self.sde, self.beta, self.chunk = sde, float(beta), int(chunk)
 
@@ -179,14 +171,14 @@ class EmpiricalKernelScore(nn.Module):
         return torch.cat(out_l), torch.cat(out_s)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        _check_points(x, self.points.shape[1])
+        check_points(x, self.points.shape[1])
         t = batch_times(t, x.shape[0], device=x.device)
         m, sd = self.sde.mean_scale(t).to(x.dtype), self.sde.std(t).to(x.dtype)
         return self._terms(x, m, sd.square())[1]
 
     def log_prob(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """``log p_t(x)`` at VP time t, ``(B,)``."""
-        _check_points(x, self.points.shape[1])
+        check_points(x, self.points.shape[1])
         t = batch_times(t, x.shape[0], device=x.device)
         m, sd = self.sde.mean_scale(t).to(x.dtype), self.sde.std(t).to(x.dtype)
         return self._terms(x, m, sd.square())[0]
@@ -201,7 +193,7 @@ class EmpiricalKernelScore(nn.Module):
 def data_precision_floor(x: torch.Tensor, shrink: float = 1e-2) -> torch.Tensor:
     """``(Cov(x) + shrink * mean variance * I)^-1``, float64 ``(d, d)``: a :class:`WPOKernelScore`
     ``floor`` that keeps every centre's covariance below the (shrunk) data covariance."""
-    _check_points(x, name="x")
+    check_points(x, name="x")
     if x.shape[0] < 2 or shrink <= 0:
         raise ValueError(f"need at least 2 points and shrink > 0; got {x.shape[0]} points, shrink={shrink}")
     c = torch.cov(x.double().T).reshape(x.shape[1], x.shape[1])
@@ -240,7 +232,7 @@ class WPOKernelScore(nn.Module):
         floor: torch.Tensor | None = None,
     ):
         super().__init__()
-        _check_points(centres, name="centres")
+        check_points(centres, name="centres")
         if centres.shape[0] < 1 or eps <= 0:
             raise ValueError(f"need at least one centre and eps > 0; got {centres.shape[0]} centres, eps={eps}")
         N, d = centres.shape
@@ -301,7 +293,7 @@ class WPOKernelScore(nn.Module):
     def terminal_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log pi, grad log pi, Delta pi / pi)`` of ``pi_theta`` at ``x (B, d)`` (s = 0),
         computed in float64 and returned in ``x``'s dtype."""
-        _check_points(x, self.d)
+        check_points(x, self.d)
         out = mixture_terms(x.double(), self.centres.double(), self.precisions())
         return tuple(v.to(x.dtype) for v in out)  # type: ignore[return-value]
 
@@ -325,7 +317,7 @@ class WPOKernelScore(nn.Module):
     def _vp_terms(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.sde is None:
             raise ValueError("this WPOKernelScore has no sde; pass sde= to use VP time (or call heat_score)")
-        _check_points(x, self.d)
+        check_points(x, self.d)
         t = batch_times(t, x.shape[0], device=x.device)
         m, var = self.sde.mean_scale(t).to(x.dtype), self.sde.std(t).to(x.dtype).square()
         return self._general(x, m, var)
@@ -360,13 +352,13 @@ class WPOKernelScore(nn.Module):
 
     def heat_score(self, x: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
         """Score of ``rho_s = pi_theta * N(0, beta² s I)`` (precisions ``Gamma_s``), ``(B, d)``."""
-        _check_points(x, self.d)
+        check_points(x, self.d)
         s = batch_times(s, x.shape[0], device=x.device).to(x.dtype)
         return self._general(x, torch.ones_like(s), self.beta**2 * s)[1]
 
     def heat_log_prob(self, x: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
         """``log rho_s(x)``, ``(B,)``."""
-        _check_points(x, self.d)
+        check_points(x, self.d)
         s = batch_times(s, x.shape[0], device=x.device).to(x.dtype)
         return self._general(x, torch.ones_like(s), self.beta**2 * s)[0]
 
@@ -437,7 +429,7 @@ def train_wpo(
     to mass a centre spreads into regions without data (its score there is never evaluated),
     which the held-out likelihood sees; hence the default.
     """
-    _check_points(loss_points, model.d, "loss_points")
+    check_points(loss_points, model.d, "loss_points")
     with torch.no_grad():
         dmin = torch.cdist(loss_points.double(), model.centres.double()).min()
     if float(dmin) == 0.0:
@@ -445,10 +437,9 @@ def train_wpo(
     if val_metric not in ("log_prob", "ism"):
         raise ValueError(f"val_metric must be 'log_prob' or 'ism'; got {val_metric!r}")
     if val_points is not None:
-        _check_points(val_points, model.d, "val_points")
+        check_points(val_points, model.d, "val_points")
         if eval_every < 1:
             raise ValueError(f"eval_every must be >= 1; got {eval_every}")
-    opt = torch.optim.Adam(model.net.parameters(), lr=lr)
     log = TrainLog([], 0.0, best_step=steps)
     best, best_state, since = math.inf, None, 0
 
@@ -472,17 +463,16 @@ def train_wpo(
     M = loss_points.shape[0]
     if val_points is not None:
         validate(0)
-    for step in range(1, steps + 1):
-        idx = torch.randint(M, (min(batch, M),), generator=generator)
-        loss = ism_loss(model, loss_points[idx]).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"ISM loss became non-finite at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        log.losses.append(float(loss.detach()))
-        if val_points is not None and (step % eval_every == 0 or step == steps) and validate(step):
-            break
+
+    def loss_of_step(_: int) -> torch.Tensor:
+        return ism_loss(model, loss_points[torch.randint(M, (min(batch, M),), generator=generator)])
+
+    def after_step(i: int, _: float) -> bool:
+        step = i + 1
+        return val_points is not None and (step % eval_every == 0 or step == steps) and validate(step)
+
+    log.losses = fit(model.net.parameters(), loss_of_step, steps, lr, schedule="constant", name="ISM",
+                     after_step=after_step).losses
     if best_state is not None:
         model.net.load_state_dict(best_state)
     log.seconds = time.perf_counter() - t0
@@ -496,31 +486,6 @@ def tweedie_denoise(score, sde: SDE, x: torch.Tensor, t: float) -> torch.Tensor:
     Samplers stop at ``t = eps`` and their last EM step adds ``sqrt(beta dt)`` noise; this
     removes it. For the empirical kernel score it returns (near) training points.
     """
-    _check_points(x)
+    check_points(x)
     tt = torch.full((x.shape[0],), float(t), dtype=x.dtype)
     return (x + float(sde.std(t)) ** 2 * score(x, tt)) / float(sde.mean_scale(t))
-
-
-# ----------------------------------------------------------------------------- metric adapters
-def _as_functions(x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
-    _check_points(x)
-    d = x.shape[1]
-    if d < 2:
-        raise ValueError("point metrics need d >= 2 (a Grid needs 2 points per axis)")
-    return x.reshape(x.shape[0], 1, d), Grid((d,), length=float(d))
-
-
-def point_memorization(
-    generated: torch.Tensor, train: torch.Tensor, threshold: float = _metrics.MEMORIZATION_THRESHOLD
-) -> _metrics.MemorizationResult:
-    """:func:`fsdiff.metrics.memorization` for points ``(n, d)`` vs ``(N, d)`` (Euclidean distances)."""
-    g, grid = _as_functions(generated)
-    t, _ = _as_functions(train)
-    return _metrics.memorization(g, t, grid, threshold=threshold)
-
-
-def point_energy_distance(x: torch.Tensor, y: torch.Tensor, unbiased: bool = True) -> float:
-    """:func:`fsdiff.metrics.energy_mmd` (energy distance, not squared) for points ``(n, d), (m, d)``."""
-    a, grid = _as_functions(x)
-    b, _ = _as_functions(y)
-    return _metrics.energy_mmd(a, b, grid, unbiased=unbiased)
