@@ -21,8 +21,7 @@ from .grid import Grid, from_dataarray, resample, subsample, to_dataarray
 from .parametrization import eta_to_qscore, eta_to_x0, qscore_to_eta, x0_to_eta
 from .sde import SDE, VESDE, VPSDE, sde_from_dict
 from .losses import dsm_loss, sample_time
-from .models import (FNOScore, NeuralopFNOScore, QColouredOutput, ScoreNeuralOperator, SpectralPreconditioner,
-                     UNOScore, build_model)
+from .models import (FNOScore, NeuralopFNOScore, QColouredOutput, SpectralPreconditioner, UNOScore, build_model)
 from .oracles import GaussianMixtureScore, GaussianScore
 from .sampling import sample, sample_coarse_to_fine
 from .timesteps import time_steps
@@ -40,9 +39,8 @@ from .config import ConfigError, RunConfig, load_config
 from .training import EMA, MultilevelSchedule, TrainingDiverged, hierarchy, load_run, mlmc_loss, train, train_from_config
 from .io import CheckpointError, load_checkpoint, save_checkpoint
 from .invariance import evaluate_invariance
-from .embedding_kme import KernelMeanEmbedding, prototype_encoding
-from .tasks.gmm import GaussianMixture, GMMFamily
-from .sno_training import SNOTrainConfig, relative_score_error, sno_point_score, train_sno
+from .sno import (GaussianMixture, GMMFamily, KernelMeanEmbedding, ScoreNeuralOperator, SNOTrainConfig, prototype_encoding,
+                  relative_score_error, sno_point_score, train_sno)
 from .points import NDSM, EmpiricalKernelScore, ReferenceMixture, WPOKernelScore, fit_reference_mixture, train_wpo
 from . import metrics, points
 

@@ -1,4 +1,4 @@
-"""Gaussian-mixture family, exact scores and kernel mean embeddings (fsdiff.tasks.gmm, fsdiff.embedding_kme)."""
+"""Gaussian-mixture family, exact scores and kernel mean embeddings (fsdiff.sno.gmm, fsdiff.sno.embedding)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import fsdiff as fd
-from fsdiff.embedding_kme import KernelMeanEmbedding, prototype_encoding
+from fsdiff.sno.embedding import KernelMeanEmbedding, prototype_encoding
 from fsdiff.points.metrics import energy_distance as energy_distance_points
 from fsdiff.points.metrics import sliced_wasserstein as sliced_wasserstein_points
-from fsdiff.tasks.gmm import GaussianMixture, GMMFamily
+from fsdiff.sno.gmm import GaussianMixture, GMMFamily
 
 torch.set_num_threads(1)
 
@@ -131,7 +131,7 @@ def test_point_metrics():
 
 
 def test_draw_encodings_mixes_exact_and_empirical():
-    from fsdiff.sno_training import draw_encodings
+    from fsdiff.sno.training import draw_encodings
 
     fam = GMMFamily()
     (ox, oy), L = fam.box()

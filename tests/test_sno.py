@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import fsdiff as fd
-from fsdiff.embedding_kme import KernelMeanEmbedding
-from fsdiff.models import build_model
-from fsdiff.models.sno import ScoreNeuralOperator
+from fsdiff.sno.embedding import KernelMeanEmbedding
+from fsdiff.sno import build_sno
+from fsdiff.sno.model import ScoreNeuralOperator
 from fsdiff.points import sample_points
-from fsdiff.sno_training import SNOTrainConfig, relative_score_error, sno_point_score, train_point_model, train_sno
-from fsdiff.tasks.gmm import GMMFamily
+from fsdiff.sno.training import SNOTrainConfig, relative_score_error, sno_point_score, train_point_model, train_sno
+from fsdiff.sno.gmm import GMMFamily
 
 torch.set_num_threads(1)
 SDE = fd.VPSDE(fd.White(), beta_min=0.1, beta_max=20.0)
@@ -50,7 +50,7 @@ def test_spec_roundtrip_shapes_and_errors():
     kme = _kme(fam, 16)
     for kw in ({}, {"encoder": "none"}, {"encoder": "prototype", "prototype_dim": 2}):
         m = ScoreNeuralOperator(hidden=32, **kw)
-        m2 = build_model(m.spec)
+        m2 = build_sno(m.spec)
         m2.load_state_dict(m.state_dict())
         assert m2.spec == m.spec
         u = {"fno": kme.exact_gmm(fam.mixtures(fam.train_combinations[:3])), "none": torch.zeros(3, 1),

@@ -16,13 +16,12 @@ from .baseline import NeuralopFNOScore
 from .embedding import SinusoidalTimeEmbedding, TimeFiLM, periodic_features
 from .fno_score import FNOScore
 from .preconditioning import QColouredOutput, SpectralPreconditioner
-from .sno import ScoreNeuralOperator
 from .spectral import SpectralConv
 from .uno import UNOScore
 
 __all__ = [
     "FNOScore", "NeuralopFNOScore", "SpectralConv", "SinusoidalTimeEmbedding", "TimeFiLM",
-    "periodic_features", "build_model", "MODEL_TYPES", "QColouredOutput", "ScoreNeuralOperator",
+    "periodic_features", "build_model", "MODEL_TYPES", "QColouredOutput",
     "SpectralPreconditioner", "UNOScore",
 ]
 
@@ -30,7 +29,6 @@ __all__ = [
 MODEL_TYPES: dict[str, type[nn.Module]] = {
     "fno_score": FNOScore,
     "neuralop_fno": NeuralopFNOScore,
-    "sno": ScoreNeuralOperator,
     "q_coloured": QColouredOutput,
     "uno_score": UNOScore,
     "spectral_precond": SpectralPreconditioner,

@@ -19,9 +19,11 @@
 
 * **decoder** ``MLP([code, x, time-embedding(t)]) -> eta_hat (.., dim)``, the predicted noise
   ``z`` in ``x_t = m(t) x_0 + s(t) z``; the score is ``-eta_hat / s(t)``
-  (:func:`fsdiff.sno_training.sno_point_score`).
+  (:func:`fsdiff.sno.sno_point_score`).
 
-``model.spec`` is a plain dict (``"type": "sno"``), rebuilt by :func:`fsdiff.models.build_model`.
+``model.spec`` is a plain dict (``"type": "sno"``), rebuilt by :func:`build_sno`. It is not a
+function-space score model (its call is ``decode(code, x, t)`` on points), so it is not in
+:func:`fsdiff.models.build_model`'s table.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ import torch
 from torch import nn
 
 from ..grid import Grid
-from .embedding import SinusoidalTimeEmbedding
-from .spectral import SpectralConv, normalize_modes
+from ..models.embedding import SinusoidalTimeEmbedding
+from ..models.spectral import SpectralConv, normalize_modes
 
-__all__ = ["ScoreNeuralOperator", "fourier_position_features"]
+__all__ = ["ScoreNeuralOperator", "build_sno", "fourier_position_features"]
 
 _ENCODERS = ("fno", "prototype", "none")
 
@@ -205,3 +207,13 @@ class ScoreNeuralOperator(nn.Module):
                 grid: Grid | None = None) -> torch.Tensor:
         """``decode(encode(u, grid), x, t)``: predicted noise at points, shape of ``x``."""
         return self.decode(self.encode(u, grid), x, t)
+
+
+def build_sno(spec: dict) -> ScoreNeuralOperator:
+    """Rebuild a :class:`ScoreNeuralOperator` from its ``spec`` (``"type": "sno"``); ``ValueError`` otherwise."""
+    if not isinstance(spec, dict) or spec.get("type") != "sno":
+        raise ValueError(f"expected a Score Neural Operator spec (a dict with type 'sno'); got {spec!r}")
+    try:
+        return ScoreNeuralOperator(**{k: v for k, v in spec.items() if k != "type"})
+    except TypeError as e:
+        raise ValueError(f"bad Score Neural Operator spec: {e}") from None

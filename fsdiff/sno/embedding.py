@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from .grid import Grid
+from ..grid import Grid
 
 __all__ = ["KernelMeanEmbedding", "prototype_encoding"]
 
@@ -90,7 +90,7 @@ class KernelMeanEmbedding:
         return (norm * acc / y.shape[1]).reshape(y.shape[0], 1, *self.grid.shape).to(dtype)
 
     def exact_gmm(self, mixture, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Closed form for a :class:`~fsdiff.tasks.gmm.GaussianMixture` (or batch): ``(1 or B, 1, *grid.shape)``."""
+        """Closed form for a :class:`~fsdiff.sno.gmm.GaussianMixture` (or batch): ``(1 or B, 1, *grid.shape)``."""
         if mixture.dim != self.dim:
             raise ValueError(f"mixture lives in R^{mixture.dim} but the embedding grid is {self.dim}-D")
         vals = mixture.kernel_mean_embedding(self.points(), self.bandwidth)

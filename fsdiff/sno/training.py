@@ -19,12 +19,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .embedding_kme import KernelMeanEmbedding
-from .grid import Grid
-from .models.sno import ScoreNeuralOperator
-from .points import PointScore, sample_points
-from .sde import SDE
-from .training.fit import fit
+from ..grid import Grid
+from ..points import PointScore, sample_points
+from ..sde import SDE
+from ..training.fit import fit
+from .embedding import KernelMeanEmbedding
+from .model import ScoreNeuralOperator
 
 __all__ = [
     "SNOTrainConfig", "sno_dsm_loss", "train_sno", "train_point_model", "sno_point_score",
