@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import statistics
 import time
@@ -11,44 +9,17 @@ from typing import Callable
 
 import torch
 
-_MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": 4294967296,
-    "MALLOC_TRIM_THRESHOLD_": 4294967296,
-    "MALLOC_TOP_PAD_": 1073741824,
-}
-# glibc mallopt parameter numbers (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-
-_how_set = "glibc default"
+from fsdiff.app.runtime import allocator_setting, tune_allocator
 
 
 def set_malloc() -> str:
-    """Keep freed memory in the process (no munmap/trim of big tensors); returns how it was set.
-
-    If the ``MALLOC_*_`` environment variables are present, glibc already read them at start-up;
-    otherwise call ``mallopt`` through ctypes (glibc only; elsewhere it is a no-op).
-    """
-    global _how_set
-    if all(k in os.environ for k in _MALLOC_ENV):
-        _how_set = "env " + " ".join(f"{k}={os.environ[k]}" for k in _MALLOC_ENV)
-        return _how_set
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        # mallopt takes an int: the mmap threshold is capped at 32 MiB * 8 on 64-bit glibc
-        ok = [
-            libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30),
-            libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1),
-            libc.mallopt(_M_TOP_PAD, 1 << 30),
-        ]
-        _how_set = "mallopt(MMAP_THRESHOLD=1GiB, TRIM_THRESHOLD=2GiB-1, TOP_PAD=1GiB)" if all(ok) else f"mallopt failed {ok}"
-    except OSError as e:  # not glibc
-        _how_set = f"glibc default (mallopt unavailable: {e})"
-    return _how_set
+    """Keep freed memory in the process (:func:`fsdiff.app.runtime.tune_allocator`); returns how it was set."""
+    return tune_allocator()
 
 
 def malloc_setting() -> str:
     """The allocator setting in force, as set by :func:`set_malloc`."""
-    return _how_set
+    return allocator_setting()
 
 
 def timeit(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> list[float]:

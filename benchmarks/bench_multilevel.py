@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -35,18 +34,7 @@ from fsdiff.data import LogNormalField
 from fsdiff.models import FNOScore
 from fsdiff.training.multilevel import MultilevelSchedule, hierarchy
 from fsdiff.training import train_to_target
-
-
-def _malloc_setting() -> str:
-    names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
-    if all(n in os.environ for n in names):
-        return "env " + " ".join(f"{n}={os.environ[n]}" for n in names)
-    try:
-        from fsdiff.cli import tune_allocator
-
-        return tune_allocator()
-    except Exception:  # noqa: BLE001
-        return "glibc default"
+from fsdiff.app.runtime import tune_allocator
 
 
 def run(kind: str, args, grids, data, sde, target: float | None, run_dir: Path) -> dict:
@@ -83,7 +71,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=str, default=None, help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    malloc = _malloc_setting()
+    malloc = tune_allocator()
 
     grids = hierarchy(fd.Grid((64, 64)), [16, 32, 64])
     data = LogNormalField(fd.Matern(alpha=2.0, tau=4.0, sigma=12.0), max_mode=10, standardize=True)

@@ -15,11 +15,7 @@ timed for fewer draws at 64² (32): its factorisation once plus 224 more matvecs
 from __future__ import annotations
 
 import argparse
-import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, interleaved, median, set_malloc, timeit  # noqa: E402
 
 set_malloc()

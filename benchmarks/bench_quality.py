@@ -10,7 +10,7 @@ upsample its 28² samples, by Fourier zero-padding and by bicubic interpolation;
 
 fsdiff's model (a run directory or a ``pretrained/*.pt`` file) is sampled with its default
 sampler at 28², 56² and 112² (one seed: nested draws), and both are measured with the same
-:class:`fsdiff.quality.ImageQuality` (independent classifier, FD against the real-data floor at
+:class:`fsdiff.eval.quality.ImageQuality` (independent classifier, FD against the real-data floor at
 the same n, power beyond |k| = 13).
 
 Run::
@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import set_malloc  # noqa: E402
 
 set_malloc()
@@ -177,7 +175,7 @@ def _upsample(x: torch.Tensor, N: int, how: str) -> torch.Tensor:
 def evaluate(ddpm: Path, fsdiff_model: str, n: int, out: Path, resolutions=(28, 56, 112), seed: int = 0,
              threads: int = 2) -> list[dict]:
     from fsdiff.grid import Grid
-    from fsdiff.quality import ImageQuality, format_quality_table, sample_and_evaluate
+    from fsdiff.eval.quality import ImageQuality, format_quality_table, sample_and_evaluate
     from fsdiff.training import load_run
     from fsdiff.plotting import field_panels, save_figure
 
@@ -233,7 +231,7 @@ def meets_targets(row: dict) -> bool:
 
 def time_to_quality(run: Path, n: int, out: Path, kind: str = "mnist", threads: int = 2) -> list[dict]:
     """Quality at 28² of every checkpoint of ``run`` (EMA weights) against its training wall-clock."""
-    from fsdiff.quality import ImageQuality, format_quality_table, sample_and_evaluate
+    from fsdiff.eval.quality import ImageQuality, format_quality_table, sample_and_evaluate
     from fsdiff.training import load_run
 
     torch.set_num_threads(threads)

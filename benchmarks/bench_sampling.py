@@ -18,10 +18,7 @@ Run: ``python benchmarks/bench_sampling.py [--quick]`` (< 5 minutes on 2 CPU cor
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, interleaved, median, set_malloc, timeit  # noqa: E402
 
 set_malloc()

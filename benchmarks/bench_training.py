@@ -22,11 +22,7 @@ import statistics
 import sys
 import time
 
-_MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "4294967296",
-    "MALLOC_TRIM_THRESHOLD_": "4294967296",
-    "MALLOC_TOP_PAD_": "1073741824",
-}
+from fsdiff.app.runtime import MALLOC_ENV as _MALLOC_ENV
 
 
 def _parse() -> argparse.Namespace:

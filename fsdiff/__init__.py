@@ -24,7 +24,7 @@ from .losses import dsm_loss, sample_time
 from .models import (FNOScore, NeuralopFNOScore, QColouredOutput, SpectralPreconditioner, UNOScore, build_model)
 from .oracles import GaussianMixtureScore, GaussianScore
 from .sampling import sample, sample_coarse_to_fine
-from .timesteps import time_steps
+from .sampling import time_steps
 from .data import (
     MNIST,
     DarcyFlow,
@@ -38,11 +38,12 @@ from .data.statistics import SpectralStatistics
 from .config import ConfigError, RunConfig, load_config
 from .training import EMA, MultilevelSchedule, TrainingDiverged, hierarchy, load_run, mlmc_loss, train, train_from_config
 from .io import CheckpointError, load_checkpoint, save_checkpoint
-from .invariance import evaluate_invariance
+from .eval.invariance import evaluate_invariance
 from .sno import (GaussianMixture, GMMFamily, KernelMeanEmbedding, ScoreNeuralOperator, SNOTrainConfig, prototype_encoding,
                   relative_score_error, sno_point_score, train_sno)
 from .points import NDSM, EmpiricalKernelScore, ReferenceMixture, WPOKernelScore, fit_reference_mixture, train_wpo
-from . import metrics, points
+from . import points
+from .eval import metrics
 
 __version__ = "0.1.0"
 

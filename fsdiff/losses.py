@@ -76,7 +76,7 @@ def sample_time(
     if time_sampling == "uniform":
         t = eps + (T - eps) * u
     elif time_sampling == "edm":
-        from .timesteps import _invert_noise_level, noise_level
+        from .sampling.timesteps import _invert_noise_level, noise_level
 
         z = math.sqrt(2.0) * torch.erfinv((2 * u - 1).clamp(-1 + 1e-12, 1 - 1e-12))
         lo, hi = float(noise_level(sde, eps)), float(noise_level(sde, T))

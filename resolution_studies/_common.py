@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,8 +13,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-if str(ROOT.parent) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT.parent))
 
 import fsdiff as fd  # noqa: E402
 from fsdiff.io import write_json, write_netcdf, write_text  # noqa: E402,F401
@@ -35,7 +32,7 @@ def parser(doc: str, study: str) -> argparse.ArgumentParser:
 
 def setup(args: argparse.Namespace) -> str:
     """Set threads and the allocator; returns a one-line description of the environment."""
-    from fsdiff.cli import tune_allocator
+    from fsdiff.app.runtime import tune_allocator
 
     torch.set_num_threads(max(1, int(args.threads)))
     malloc = tune_allocator()

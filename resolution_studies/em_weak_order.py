@@ -33,7 +33,7 @@ import torch
 
 import fsdiff as fd
 from fsdiff.oracles import GaussianScore
-from fsdiff.timesteps import time_steps
+from fsdiff.sampling import time_steps
 
 OUT = Path(__file__).resolve().parent / "results" / "em_weak_order"
 EPS = 1e-3

@@ -2,7 +2,7 @@
 
 For each data set and each variant, trains (if its run directory holds no checkpoint) for a fixed
 wall-clock budget, samples at every resolution with one seed and measures, with
-:class:`fsdiff.quality.ImageQuality`: the fraction classified with confidence >= 0.9 by an
+:class:`fsdiff.eval.quality.ImageQuality`: the fraction classified with confidence >= 0.9 by an
 independent CNN, class-histogram entropy / log 10, classifier FD next to the real-data floor at the
 same n, the fraction of power beyond |k| = 13, per-band power against the real images, and the
 number of score evaluations. Writes ``results.json``, ``summary.md`` and one grey-scale sample grid
@@ -31,14 +31,12 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import fsdiff as fd  # noqa: E402
-from fsdiff.io import write_json  # noqa: E402
-from fsdiff.plotting import field_panels, save_figure  # noqa: E402
-from fsdiff.quality import ImageQuality, format_quality_table, sample_and_evaluate  # noqa: E402
-from fsdiff.training import resolve_checkpoint  # noqa: E402
+from fsdiff._paths import REPO_ROOT as ROOT
+import fsdiff as fd
+from fsdiff.io import write_json
+from fsdiff.plotting import field_panels, save_figure
+from fsdiff.eval.quality import ImageQuality, format_quality_table, sample_and_evaluate
+from fsdiff.training import resolve_checkpoint
 
 VARIANTS = {
     "single": [],

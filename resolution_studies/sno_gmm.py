@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 import tomllib
@@ -33,10 +32,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parent
-if str(ROOT.parent) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT.parent))
 
 from fsdiff.covariance import White  # noqa: E402
 from fsdiff.grid import Grid  # noqa: E402

@@ -5,7 +5,7 @@ What it shows
 Four score models trained identically on standardised log-normal random functions (a
 non-Gaussian law with ground truth at every resolution) at 32² only, then sampled at 32²,
 64², 128² and 256² and compared with *true samples at each resolution*
-(:func:`fsdiff.invariance.evaluate_invariance`: DSM validation loss, energy MMD, sliced
+(:func:`fsdiff.eval.invariance.evaluate_invariance`: DSM validation loss, energy MMD, sliced
 Wasserstein, spectrum error, point-value W1, Vendi, memorization, band errors):
 
 * noise: trace-class Matérn ``(9 - Laplacian)^-2`` (pointwise variance ~1) vs white noise
@@ -32,7 +32,6 @@ from __future__ import annotations
 import sys
 import time
 
-import numpy as np
 
 from _common import md_table, parser, setup, train_run, write_netcdf, write_text
 
@@ -62,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     env = setup(args)
     import xarray as xr
 
-    from fsdiff.config import load_config
-    from fsdiff.invariance import evaluate_invariance, plot_invariance
+    from fsdiff.eval.invariance import evaluate_invariance, plot_invariance
 
     n_train = args.resolutions[0]
     t_all = time.perf_counter()

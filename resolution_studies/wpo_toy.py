@@ -16,7 +16,7 @@ manifold in 3 coordinates plus 3 noisy extra coordinates), with the same trainin
 Metrics on held-out data: log-likelihood ``log p_eps`` (nats/point; closed form for the kernel
 models at ``t = eps``, probability-flow ODE with exact divergence for the MLP), the energy
 distance to held-out samples (:func:`fsdiff.points.metrics.energy_distance`), the memorization
-measure (:func:`fsdiff.metrics.memorization` through :func:`fsdiff.points.metrics.point_memorization`:
+measure (:func:`fsdiff.eval.metrics.memorization` through :func:`fsdiff.points.metrics.point_memorization`:
 fraction of samples closer than 1/3 of the training set's median nearest-neighbour distance
 to a training point), and training time. For the 6-D roll: does Gamma align with the
 manifold? Fraction of the learned covariance ``Gamma^-1`` in the tangent plane (isotropic: 2/6)

@@ -1,4 +1,4 @@
-"""Tests of fsdiff.classifier: training on real MNIST (skipped without data), the resize
+"""Tests of fsdiff.eval.classifier: training on real MNIST (skipped without data), the resize
 protocol's resolution invariance, Fréchet distances on features, and the on-disk cache."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fsdiff.classifier import (
+from fsdiff.eval.classifier import (
     CLASSIFIER_GRID,
     classifier_features,
     classifier_frechet_distance,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import xarray as xr
 
-from fsdiff.cli import main
+from fsdiff.app.cli import main
 
 TINY = [
     "training.steps=4", "training.batch_size=4", "training.eval_every=2", "training.checkpoint_every=2",

@@ -10,7 +10,7 @@ import torch
 
 import fsdiff as fd
 from fsdiff.config import load_config
-from fsdiff.invariance import BANDS, METRICS, evaluate_invariance
+from fsdiff.eval.invariance import BANDS, METRICS, evaluate_invariance
 from fsdiff.training import train_from_config
 
 TINY = [
@@ -103,7 +103,7 @@ def test_white_noise_needs_explicit_opt_in():
 
 
 def test_band_powers_split_the_l2_norm():
-    from fsdiff.invariance import band_powers
+    from fsdiff.eval.invariance import band_powers
 
     g = fd.Grid((32, 32))
     u = fd.Matern(alpha=2.0, tau=3.0).sample(g, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Tests of fsdiff.metrics: known values, Monte-Carlo checks with stated tolerances, and
+"""Tests of fsdiff.eval.metrics: known values, Monte-Carlo checks with stated tolerances, and
 agreement of metrics of the same (nested) functions at two resolutions."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from fsdiff.covariance import Matern
 from fsdiff.grid import Grid, resample, subsample
-from fsdiff.metrics import (
+from fsdiff.eval.metrics import (
     MEMORIZATION_THRESHOLD,
     energy_mmd,
     fourier_features,

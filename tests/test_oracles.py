@@ -7,7 +7,7 @@ import torch
 
 import fsdiff as fd
 from fsdiff.oracles import GaussianMixtureScore, GaussianScore
-from fsdiff.timesteps import time_steps
+from fsdiff.sampling import time_steps
 
 Q = fd.Matern(alpha=2.0, tau=3.0)
 C = fd.Matern(alpha=2.5, tau=5.0, sigma=4.0)

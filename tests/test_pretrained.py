@@ -7,7 +7,7 @@ import torch
 import xarray as xr
 
 import fsdiff as fd
-from fsdiff.cli import main
+from fsdiff.app.cli import main
 from fsdiff.training import PRETRAINED_KIND
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"

@@ -15,7 +15,7 @@ import torch
 import fsdiff as fd
 from fsdiff.oracles import GaussianMixtureScore, GaussianScore
 from fsdiff.sampling import sample, sample_coarse_to_fine
-from fsdiff.timesteps import time_steps
+from fsdiff.sampling import time_steps
 
 Q = fd.Matern(alpha=2.0, tau=3.0)
 C = fd.Matern(alpha=2.5, tau=5.0, sigma=4.0)
@@ -176,7 +176,8 @@ def test_reproducible_and_chunking_is_exact():
 def test_x_init_trajectory_and_time_grids():
     g = fd.Grid(32)
     kw = dict(sampler="em", steps=10, dtype=torch.float64)
-    x, traj = sample(ORACLE, SDE, g, 6, generator=gen(7), return_trajectory_at=[1.0, 0.5, 0.0], **kw)
+    x, info = sample(ORACLE, SDE, g, 6, generator=gen(7), return_trajectory_at=[1.0, 0.5, 0.0], return_info=True, **kw)
+    traj = info["trajectory"]
     assert set(traj) == {1.0, 0.5, 0.0} and traj[0.5].shape == (6, 1, 32)
     # giving the prior draw as x_init reproduces the run (step noise unchanged)
     x2 = sample(ORACLE, SDE, g, 6, generator=gen(7), x_init=traj[1.0], **kw)
@@ -246,7 +247,8 @@ def test_coarse_to_fine_other_samplers_and_adaptive_trajectory():
         if sampler == "ode":  # deterministic and mode-diagonal: coarse modes follow the single-level path
             xs = sample(ORACLE, SDE, g2, 6, sampler="ode", steps=12, generator=gen(8), dtype=torch.float64)
             torch.testing.assert_close(fd.resample(x, g2, g1), fd.resample(xs, g2, g1), rtol=1e-9, atol=1e-10)
-    x, traj = sample(ORACLE, SDE, g1, 3, sampler="ode_adaptive", generator=gen(9), dtype=torch.float64,
-                     return_trajectory_at=[1.0, 0.5, 1e-4], denoise=False)
+    x, info = sample(ORACLE, SDE, g1, 3, sampler="ode_adaptive", generator=gen(9), dtype=torch.float64,
+                     return_trajectory_at=[1.0, 0.5, 1e-4], denoise=False, return_info=True)
+    traj = info["trajectory"]
     assert set(traj) == {1.0, 0.5, 1e-4}
     assert torch.equal(traj[1e-4], x)

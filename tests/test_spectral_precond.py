@@ -11,8 +11,8 @@ from fsdiff.io import load_checkpoint, save_checkpoint
 from fsdiff.losses import sample_time
 from fsdiff.models import build_model
 from fsdiff.models.uno import band_limit
-from fsdiff.quality import band_power, power_fraction_beyond
-from fsdiff.timesteps import noise_level
+from fsdiff.eval.quality import band_power, power_fraction_beyond
+from fsdiff.sampling import noise_level
 
 Q = fd.Matern(alpha=1.5, tau=10.0, sigma=7.9)
 C_DATA = fd.Matern(alpha=2.0, tau=5.0, sigma=3.0)

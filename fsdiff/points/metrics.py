@@ -1,7 +1,7 @@
 """Sample metrics for point sets in R^d, ``(n, d)``: the one energy distance, the one sliced
 Wasserstein distance and the memorisation ratio of point methods.
 
-They share their cores with the function-space metrics of :mod:`fsdiff.metrics` (Euclidean
+They share their cores with the function-space metrics of :mod:`fsdiff.eval.metrics` (Euclidean
 distances between rows), so a point in R^d and a function on a grid are measured the same way.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import metrics as _metrics
+from ..eval import metrics as _metrics
 
 __all__ = ["check_points", "energy_distance", "sliced_wasserstein", "point_memorization"]
 
@@ -37,7 +37,7 @@ def _pair(x: torch.Tensor, y: torch.Tensor, min_n: int) -> tuple[torch.Tensor, t
 def energy_distance(x: torch.Tensor, y: torch.Tensor, unbiased: bool = True) -> float:
     """Energy distance ``2E|X-Y| - E|X-X'| - E|Y-Y'|`` of point sets ``(n, d)``, ``(m, d)``.
 
-    :func:`fsdiff.metrics.energy_mmd` with the Euclidean norm; ``unbiased`` (default) is the
+    :func:`fsdiff.eval.metrics.energy_mmd` with the Euclidean norm; ``unbiased`` (default) is the
     U-statistic: 0 in expectation when the laws agree (it can be slightly negative; n, m >= 2).
     """
     a, b = _pair(x, y, 2 if unbiased else 1)
@@ -48,7 +48,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 12
                        generator: torch.Generator | None = None, p: float = 2.0) -> float:
     """Sliced p-Wasserstein distance over ``n_projections`` uniform random unit directions of R^d.
 
-    Exact 1-D transport per direction (:func:`fsdiff.metrics.wasserstein_1d`);
+    Exact 1-D transport per direction (:func:`fsdiff.eval.metrics.wasserstein_1d`);
     ``(mean_j W_p^p)^(1/p)``. The directions are drawn from ``generator``.
     """
     a, b = _pair(x, y, 1)
@@ -60,6 +60,6 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 12
 
 def point_memorization(generated: torch.Tensor, train: torch.Tensor,
                        threshold: float = _metrics.MEMORIZATION_THRESHOLD) -> _metrics.MemorizationResult:
-    """:func:`fsdiff.metrics.memorization` for points ``(n, d)`` vs ``(N, d)`` (Euclidean distances)."""
+    """:func:`fsdiff.eval.metrics.memorization` for points ``(n, d)`` vs ``(N, d)`` (Euclidean distances)."""
     g, t = _pair(generated, train, 1)
     return _metrics.memorization_rows(g, t, threshold)

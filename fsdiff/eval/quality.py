@@ -3,7 +3,7 @@
 Measures that a consistently bad model cannot pass by being consistently bad:
 
 * ``confident``: fraction of samples that an *independent* classifier
-  (:mod:`fsdiff.classifier`, trained on real images only) assigns a class with probability >= 0.9,
+  (:mod:`fsdiff.eval.classifier`, trained on real images only) assigns a class with probability >= 0.9,
   next to ``confident_real``, the same fraction for the real test images;
 * ``entropy``: entropy of the histogram of predicted classes divided by ``log(classes)``
   (1 = every class equally often; a model that draws only "1"s scores 0);
@@ -15,7 +15,7 @@ Measures that a consistently bad model cannot pass by being consistently bad:
 * ``band_power``: mean power per band of max-norm ``|k|`` relative to the real data's.
 
 Every input is brought to the classifier's 28-grid by Fourier restriction
-(:func:`fsdiff.classifier.to_classifier_grid`), so the figures of samples drawn at 56² or 112² are
+(:func:`fsdiff.eval.classifier.to_classifier_grid`), so the figures of samples drawn at 56² or 112² are
 comparable with those at 28².
 """
 
@@ -28,13 +28,14 @@ from typing import Sequence
 import torch
 
 from .classifier import classifier_features, load_or_train_classifier, to_classifier_grid
-from .grid import Grid
+from .._paths import PRETRAINED_DIR
+from ..grid import Grid
 from .metrics import frechet_distance
 
 __all__ = ["band_power", "power_fraction_beyond", "ImageQuality", "CLASSIFIER_DIR", "CONFIDENCE"]
 
-#: classifiers shipped with the repository (trained by :func:`fsdiff.classifier.load_or_train_classifier`)
-CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "classifiers"
+#: classifiers shipped with the repository (trained by :func:`fsdiff.eval.classifier.load_or_train_classifier`)
+CLASSIFIER_DIR = PRETRAINED_DIR / "classifiers"
 CONFIDENCE = 0.9
 
 
@@ -80,7 +81,7 @@ class ImageQuality:
 
     def __init__(self, kind: str = "mnist", data_root=None, classifier_dir: str | Path | None = None,
                  n_reference: int = 10000):
-        from .data.mnist import load_mnist
+        from ..data.mnist import load_mnist
 
         self.kind = kind
         self.classifier, self.record = load_or_train_classifier(kind, cache_dir=classifier_dir or CLASSIFIER_DIR,
@@ -99,7 +100,7 @@ class ImageQuality:
     def _train(self) -> torch.Tensor:
         """The training images ``(60000, 1, 28, 28)``, read on first use (floors and real band power only)."""
         if self._train_images is None:
-            from .data.mnist import load_mnist
+            from ..data.mnist import load_mnist
 
             self._train_images = load_mnist("train", root=self._data_root, kind=self.kind)[0]
         return self._train_images
@@ -120,7 +121,7 @@ class ImageQuality:
 
     def real_band_power(self, grid: Grid, edges: Sequence[float], n: int = 2000) -> torch.Tensor:
         """:func:`band_power` of ``n`` real training images served (band-limited) on ``grid``."""
-        from .data.mnist import mnist_on_grid
+        from ..data.mnist import mnist_on_grid
 
         key = (grid, tuple(edges), n)
         if key not in self._real_bands:
@@ -166,7 +167,7 @@ def sample_and_evaluate(model, sde, quality: ImageQuality, resolutions: Sequence
     """
     import time
 
-    from .sampling import sample
+    from ..sampling import sample
 
     rows, samples = [], {}
     for N in resolutions:

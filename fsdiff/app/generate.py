@@ -17,10 +17,10 @@ from typing import Sequence
 
 import torch
 
-from .grid import Grid, to_dataarray
-from .io import write_netcdf
-from .plotting import field_panels, save_figure
-from .sampling import sample
+from ..grid import Grid, to_dataarray
+from ..io import write_netcdf
+from ..plotting import field_panels, save_figure
+from ..sampling import sample
 
 __all__ = ["parse_resolution", "sample_run", "output_paths"]
 

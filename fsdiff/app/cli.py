@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import sys
 import time
 from pathlib import Path
 
+from .runtime import tune_allocator
+
 __all__ = ["main"]
-
-
-def tune_allocator() -> str:
-    """Keep freed memory in glibc's malloc instead of returning every >32 MB block to the OS.
-
-    On CPU, page faults from glibc's default thresholds cost more than the maths at 64² and
-    above (3-4x per training step). Environment variables win if set. Returns a description.
-    """
-    names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
-    if all(n in os.environ for n in names):
-        return "env: " + ", ".join(f"{n}={os.environ[n]}" for n in names)
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 31) and libc.mallopt(M_TOP_PAD, 1 << 30)
-        return "mallopt: mmap/trim thresholds raised" if ok else "glibc default"
-    except OSError:
-        return "default allocator (not glibc)"
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -51,7 +34,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.noise_only:
         return 0
     from .demo import PRETRAINED_MNIST, pretrained_demo
-    from .quality import format_quality_table
+    from ..eval.quality import format_quality_table
 
     if PRETRAINED_MNIST.is_file() and not args.no_pretrained:
         print(f"\n2. The shipped MNIST score operator ({PRETRAINED_MNIST.name}) sampled at 28², 56² and 112²")
@@ -77,8 +60,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .training import train_from_config
+    from ..config import load_config
+    from ..training import train_from_config
 
     cfg = load_config(args.config, args.set)
     _download_if_asked(args, _mnist_kinds(cfg.data.spec()))
@@ -90,7 +73,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .generate import output_paths, parse_resolution, sample_run
-    from .training import load_run
+    from ..training import load_run
 
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1; got {args.steps}")
@@ -98,7 +81,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be at least 1; got {args.n}")
     model, sde, grid, cfg = load_run(args.run)
     shapes = [parse_resolution(r, grid.ndim) for r in (args.resolution or [grid.shape[0]])]
-    from .data import dataset_from_dict
+    from ..data import dataset_from_dict
 
     data_spec = cfg.data.spec()
     channels = int(getattr(dataset_from_dict(data_spec), "channels", 1))  # data sets load lazily: no data needed
@@ -112,7 +95,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .training import export_run
+    from ..training import export_run
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -128,7 +111,7 @@ def _download_if_asked(args: argparse.Namespace, kinds: list[str]) -> None:
         return
     import os
 
-    from .data.mnist import DATA_ENV_VAR, download_mnist
+    from ..data.mnist import DATA_ENV_VAR, download_mnist
 
     root = Path(os.environ.get(DATA_ENV_VAR) or Path("~/.cache/fsdiff/data").expanduser())
     os.environ[DATA_ENV_VAR] = str(root)
@@ -142,7 +125,7 @@ def _mnist_kinds(data_spec: dict) -> list[str]:
 
 
 def _cmd_invariance(args: argparse.Namespace) -> int:
-    from .invariance import evaluate_invariance
+    from ..eval.invariance import evaluate_invariance
 
     out = Path(args.out) if args.out else Path(args.run) / "invariance"
     evaluate_invariance(args.run, args.resolutions, n_samples=args.n, sampler=args.sampler, steps=args.steps,
@@ -152,7 +135,7 @@ def _cmd_invariance(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .sampling import SAMPLER_CHOICES
+    from ..sampling import SAMPLER_CHOICES
 
     p = argparse.ArgumentParser(prog="fsdiff", description="Score-based diffusion in function space.")
     sub = p.add_subparsers(dest="command", required=True)

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .sde import SDE
+from ..sde import SDE
 
 __all__ = ["time_steps", "TIME_GRIDS", "noise_level"]
 

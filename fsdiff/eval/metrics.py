@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .covariance import Covariance, Matern
-from .grid import Grid
+from ..covariance import Covariance, Matern
+from ..grid import Grid
 
 __all__ = [
     "pairwise_l2",

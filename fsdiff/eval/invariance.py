@@ -15,8 +15,8 @@ resolution ``N`` (grid ``N^d`` on the run's domain):
    training images served by :func:`fsdiff.data.mnist.mnist_on_grid`, i.e. band-limited
    Fourier interpolation (up) or truncation (down) of the 28² image with the 28-grid's
    Nyquist mode dropped, unclamped;
-4. every metric of :mod:`fsdiff.metrics` between samples and reference (see ``METRICS``),
-   plus the classifier Fréchet distance for MNIST-like data (:mod:`fsdiff.classifier`,
+4. every metric of :mod:`fsdiff.eval.metrics` between samples and reference (see ``METRICS``),
+   plus the classifier Fréchet distance for MNIST-like data (:mod:`fsdiff.eval.classifier`,
    which resizes to 28² by the same Fourier protocol);
 5. **error per spectral band** (:func:`band_powers`): the mean power of samples and reference
    in bands of the max-norm wavenumber relative to the training grid's Nyquist number
@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from .grid import Grid
-from .io import write_netcdf, write_text
+from ..grid import Grid
+from ..io import write_netcdf, write_text
 
 __all__ = ["METRICS", "BANDS", "band_powers", "evaluate_invariance", "format_table", "plot_invariance"]
 
@@ -128,7 +128,7 @@ def evaluate_invariance(
     out_dir : write ``invariance.nc``, ``invariance.png`` and ``invariance.txt`` there.
     n_reference : reference items per resolution (default ``max(n_samples, 64)``).
     n_val : validation batch size (default the run's ``training.n_val``).
-    classifier : ``"auto"`` (MNIST-like data: the cached :mod:`fsdiff.classifier` model),
+    classifier : ``"auto"`` (MNIST-like data: the cached :mod:`fsdiff.eval.classifier` model),
         a ``SmallCNN``, or None (no classifier Fréchet distance).
     label : a name stored in the attributes and figure title.
 
@@ -140,10 +140,10 @@ def evaluate_invariance(
     """
     import xarray as xr
 
-    from .data import dataset_from_dict
-    from .training.multilevel import ValidationSet
-    from .sampling import sample
-    from .training import load_run
+    from ..data import dataset_from_dict
+    from ..training.multilevel import ValidationSet
+    from ..sampling import sample
+    from ..training import load_run
 
     res = sorted({int(r) for r in resolutions})
     if not res or res[0] < 4:
@@ -289,7 +289,7 @@ def plot_invariance(ds: Any, path: str | os.PathLike, others: Sequence[Any] = ()
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plotting import save_figure
+    from ..plotting import save_figure
 
     sets = [ds, *others]
     panels = ["val_loss", "energy_mmd", "sliced_wasserstein", "spectrum_error", "pointwise_w1", "vendi"]

@@ -43,9 +43,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .grid import Grid, resample
+from ..grid import Grid, resample
 from .metrics import frechet_distance
-from .training.fit import fit
+from ..training.fit import fit
 
 __all__ = [
     "CLASSIFIER_GRID",
@@ -246,7 +246,7 @@ def load_or_train_classifier(
             raise ValueError(f"{path} was trained with {rec.get('settings')}, expected {settings}; delete it")
         return model, rec
     if train_data is None or test_data is None:
-        from .data.mnist import load_mnist
+        from ..data.mnist import load_mnist
 
         train_data = train_data or load_mnist("train", root=data_root, kind=kind, limit=n_train)
         test_data = test_data or load_mnist("test", root=data_root, kind=kind)

@@ -11,9 +11,10 @@ from typing import Sequence
 
 import torch
 
-from .covariance import Covariance, Matern, White
-from .grid import Grid, to_dataarray
-from .io import write_json, write_netcdf
+from .._paths import CONFIGS_DIR, PRETRAINED_DIR
+from ..covariance import Covariance, Matern, White
+from ..grid import Grid, to_dataarray
+from ..io import write_json, write_netcdf
 
 __all__ = ["noise_demo", "train_sample_demo", "default_config_path"]
 
@@ -33,7 +34,7 @@ def noise_demo(
     """
     import xarray as xr
 
-    from .plotting import field_panels, save_figure
+    from ..plotting import field_panels, save_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def default_config_path(data: str = "synthetic") -> Path:
     name = {"synthetic": "synthetic.toml", "mnist": "mnist.toml", "fashion-mnist": "fashion_mnist.toml"}.get(data)
     if name is None:
         raise ValueError(f"unknown demo data {data!r}; expected synthetic, mnist or fashion-mnist")
-    path = Path(__file__).resolve().parent.parent / "configs" / name
+    path = CONFIGS_DIR / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the demo from a source checkout or pass --config")
     return path
@@ -125,12 +126,12 @@ def train_sample_demo(
     """
     import matplotlib.pyplot as plt
 
-    from .config import load_config
-    from .data import dataset_from_dict
+    from ..config import load_config
+    from ..data import dataset_from_dict
     from .generate import sample_run
-    from .metrics import energy_mmd, pointwise_value_distance, radial_spectrum, spectrum_error
-    from .plotting import plot_field, save_figure
-    from .training import load_run, train_from_config
+    from ..eval.metrics import energy_mmd, pointwise_value_distance, radial_spectrum, spectrum_error
+    from ..plotting import plot_field, save_figure
+    from ..training import load_run, train_from_config
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +190,7 @@ def train_sample_demo(
 
 def band_ratios(x: torch.Tensor, truth: torch.Tensor, grid: Grid, K: int) -> dict:
     """Generated/true power in the bands ``|k| < K/2``, ``K/2 <= |k| <= K``, ``|k| > K`` (max-norm; absent bands omitted)."""
-    from .quality import band_power
+    from ..eval.quality import band_power
 
     edges = [0, math.ceil(K / 2), K + 1, math.inf]
     gen, ref = band_power(x, grid, edges), band_power(truth, grid, edges)
@@ -208,7 +209,7 @@ def format_demo_table(summary: dict) -> str:
 
 
 #: the shipped pretrained MNIST score operator
-PRETRAINED_MNIST = Path(__file__).resolve().parent.parent / "pretrained" / "mnist.pt"
+PRETRAINED_MNIST = PRETRAINED_DIR / "mnist.pt"
 
 
 def pretrained_demo(out_dir: str | os.PathLike, path: str | os.PathLike = PRETRAINED_MNIST,
@@ -217,13 +218,13 @@ def pretrained_demo(out_dir: str | os.PathLike, path: str | os.PathLike = PRETRA
     """Sample a shipped image model at several resolutions; write ``digits.png``, netCDF and a quality table.
 
     The figure shows the same 16 draws (one seed, nested noise) at every resolution. The quality
-    figures of :class:`fsdiff.quality.ImageQuality` need the MNIST test split (``FSDIFF_DATA_DIR``);
+    figures of :class:`fsdiff.eval.quality.ImageQuality` need the MNIST test split (``FSDIFF_DATA_DIR``);
     without it only the power beyond ``|k| = 13`` is reported. Returns ``{"rows": [...], ...}``.
     """
     from .generate import sample_run
-    from .plotting import field_panels, save_figure
-    from .quality import ImageQuality, power_fraction_beyond
-    from .training import load_run
+    from ..plotting import field_panels, save_figure
+    from ..eval.quality import ImageQuality, power_fraction_beyond
+    from ..training import load_run
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
