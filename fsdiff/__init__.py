@@ -1,10 +1,19 @@
 """fsdiff: score-based diffusion in function space.
 
-Functions on periodic grids (:class:`Grid`), trace-class Gaussian noise given by spectral
-covariances (:mod:`fsdiff.covariance`), Hilbert-space SDEs driven by Q-Wiener noise
-(:mod:`fsdiff.sde`), score operators that learn ``Q grad log p_t`` at any resolution
-(:mod:`fsdiff.models`), multilevel training, samplers, exact oracles and metrics.
+The core, exported here: functions on periodic grids (:class:`Grid`), trace-class Gaussian noise
+given by spectral covariances, Hilbert-space SDEs driven by Q-Wiener noise, the conversions
+between the network's output and ``Q grad log p_t``, the DSM loss, score operators, samplers at
+any resolution, exact oracles, configs, training and checkpoints.
+
+Everything else lives in role-named subpackages, imported on first use (``fsdiff.eval``,
+``fsdiff.points``, ...): see ``docs/architecture.md`` for who owns what and ``docs/api.md`` for
+every exported name.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .covariance import (
     Covariance,
@@ -21,31 +30,17 @@ from .grid import Grid, from_dataarray, resample, subsample, to_dataarray
 from .parametrization import eta_to_qscore, eta_to_x0, qscore_to_eta, x0_to_eta
 from .sde import SDE, VESDE, VPSDE, sde_from_dict
 from .losses import dsm_loss, sample_time
-from .models import (FNOScore, NeuralopFNOScore, QColouredOutput, SpectralPreconditioner, UNOScore, build_model)
+from .models import FNOScore, SpectralPreconditioner, UNOScore, build_model
 from .oracles import GaussianMixtureScore, GaussianScore
-from .sampling import sample, sample_coarse_to_fine
-from .sampling import time_steps
-from .data import (
-    MNIST,
-    DarcyFlow,
-    GaussianRandomField,
-    LogNormalField,
-    ThresholdedField,
-    dataset_from_dict,
-    load_mnist,
-)
-from .data.statistics import SpectralStatistics
+from .sampling import sample, sample_coarse_to_fine, time_steps
 from .config import ConfigError, RunConfig, load_config
-from .training import EMA, MultilevelSchedule, TrainingDiverged, hierarchy, load_run, mlmc_loss, train, train_from_config
 from .io import CheckpointError, load_checkpoint, save_checkpoint
-from .eval.invariance import evaluate_invariance
-from .sno import (GaussianMixture, GMMFamily, KernelMeanEmbedding, ScoreNeuralOperator, SNOTrainConfig, prototype_encoding,
-                  relative_score_error, sno_point_score, train_sno)
-from .points import NDSM, EmpiricalKernelScore, ReferenceMixture, WPOKernelScore, fit_reference_mixture, train_wpo
-from . import points
-from .eval import metrics
+from .training import load_run, train, train_from_config
 
 __version__ = "0.1.0"
+
+#: the role-named subpackages, imported on first attribute access (``fsdiff.eval`` ...)
+SUBPACKAGES = ("app", "data", "eval", "models", "points", "sampling", "sno", "training")
 
 __all__ = [
     # grids and noise
@@ -55,22 +50,20 @@ __all__ = [
     # SDEs and parametrisation
     "SDE", "VPSDE", "VESDE", "sde_from_dict",
     "eta_to_qscore", "qscore_to_eta", "eta_to_x0", "x0_to_eta",
-    # models, losses, oracles, samplers
-    "FNOScore", "NeuralopFNOScore", "QColouredOutput", "UNOScore", "SpectralPreconditioner",
-    "SpectralStatistics", "build_model", "dsm_loss", "sample_time",
+    # loss, models, oracles, samplers
+    "dsm_loss", "sample_time", "FNOScore", "UNOScore", "SpectralPreconditioner", "build_model",
     "GaussianScore", "GaussianMixtureScore", "sample", "sample_coarse_to_fine", "time_steps",
-    # data
-    "MNIST", "load_mnist", "GaussianRandomField", "LogNormalField", "ThresholdedField", "DarcyFlow",
-    "dataset_from_dict",
-    # training
-    "MultilevelSchedule", "hierarchy", "mlmc_loss", "RunConfig", "ConfigError", "load_config",
-    "train", "train_from_config", "load_run", "EMA", "TrainingDiverged",
+    # configs, training, checkpoints
+    "RunConfig", "ConfigError", "load_config", "train", "train_from_config", "load_run",
     "save_checkpoint", "load_checkpoint", "CheckpointError",
-    # evaluation
-    "metrics", "points", "evaluate_invariance",
-    # Score Neural Operator
-    "ScoreNeuralOperator", "KernelMeanEmbedding", "prototype_encoding", "GaussianMixture", "GMMFamily",
-    "SNOTrainConfig", "train_sno", "sno_point_score", "relative_score_error",
-    # kernel score models and nonlinear DSM
-    "EmpiricalKernelScore", "WPOKernelScore", "train_wpo", "NDSM", "ReferenceMixture", "fit_reference_mixture",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fsdiff' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(SUBPACKAGES))

@@ -208,7 +208,7 @@ def part3(args, gen, sde) -> dict:
             with torch.no_grad():
                 s = ndsm_sample(net, proc, args.mnist_gen, gen)
         w = torch.bincount(torch.cdist(s.double(), cent).argmin(1), minlength=10).double() / s.shape[0]
-        res[method] = {"energy_distance_L2": fd.metrics.energy_mmd(as_fn(s), as_fn(test[: args.mnist_gen]), g7),
+        res[method] = {"energy_distance_L2": fd.eval.metrics.energy_mmd(as_fn(s), as_fn(test[: args.mnist_gen]), g7),
                        "cluster_weight_l1": float((w - test_w).abs().sum()), "train_seconds": secs}
         samples[method] = (s[:10].double() * scale + mean).reshape(10, 7, 7)
         print(f"  mnist {method}: {res[method]}", flush=True)
@@ -216,7 +216,7 @@ def part3(args, gen, sde) -> dict:
     # floor: a second held-out set of the same size
     ref = test[args.mnist_gen: 2 * args.mnist_gen]
     w = torch.bincount(torch.cdist(ref.double(), cent).argmin(1), minlength=10).double() / ref.shape[0]
-    res["heldout_data"] = {"energy_distance_L2": fd.metrics.energy_mmd(as_fn(ref), as_fn(test[: args.mnist_gen]), g7),
+    res["heldout_data"] = {"energy_distance_L2": fd.eval.metrics.energy_mmd(as_fn(ref), as_fn(test[: args.mnist_gen]), g7),
                            "cluster_weight_l1": float((w - test_w).abs().sum())}
     res["seconds"] = time.perf_counter() - t_start
     res["_samples"] = samples

@@ -231,16 +231,16 @@ def mnist_run(args, gen: torch.Generator, sde: fd.VPSDE) -> dict:
     for name, sc in (("empirical", emp), ("wpo", wpo)):
         with torch.no_grad():  # WPO: direct draws of pi_theta (exact; reverse EM costs N d² per step here)
             s = sample(sc, sde, 1000, 49, gen, args.sample_steps) if name == "empirical" else wpo.sample(1000, gen)
-        mem = fd.metrics.memorization(as_fn(s), as_fn(train), g7)
+        mem = fd.eval.metrics.memorization(as_fn(s), as_fn(train), g7)
         with torch.no_grad():
             ll = float(sc.log_prob(test, EPS).mean()) if name == "empirical" else float(wpo.log_prob(test, 0.0).mean())
-        res[name] = {"energy_distance_L2": fd.metrics.energy_mmd(as_fn(s), as_fn(test), g7),
+        res[name] = {"energy_distance_L2": fd.eval.metrics.energy_mmd(as_fn(s), as_fn(test), g7),
                      "memorized_fraction": mem.fraction, "nn_ratio_median": float(mem.ratios.median()),
                      "heldout_ll": ll}
         res[name + "_samples"] = (s[:8].double() * scale + mean).reshape(8, 7, 7)
     second = x[800:1600]  # a second held-out set scored as if generated: the floor for fresh samples
-    mem = fd.metrics.memorization(as_fn(second), as_fn(train), g7)
-    res["heldout_data"] = {"energy_distance_L2": fd.metrics.energy_mmd(as_fn(second), as_fn(test), g7),
+    mem = fd.eval.metrics.memorization(as_fn(second), as_fn(train), g7)
+    res["heldout_data"] = {"energy_distance_L2": fd.eval.metrics.energy_mmd(as_fn(second), as_fn(test), g7),
                            "memorized_fraction": mem.fraction, "nn_ratio_median": float(mem.ratios.median())}
     res["seconds"] = time.perf_counter() - t_start
     return res
