@@ -1,7 +1,8 @@
-"""Shared test configuration: thread count and the data directory fixture."""
+"""Shared test configuration: thread count, the one-thread fixtures and the data directory fixtures."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -38,14 +39,30 @@ def data_env(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return data_dir
 
 
+@contextlib.contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def single_thread():
-    """Run a test of many small tensor ops on one thread.
+    """Run a test of many small tensor ops on one thread (restored after).
 
     Waking the second intra-op thread costs up to a scheduler time slice (~20 ms measured here)
     per parallel op when the machine is busy; loops of small ops then run 10x slower on 2 threads.
+    Whole modules use it with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
     """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with _threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def single_thread_module():
+    """:func:`single_thread` for module-scoped fixtures (e.g. a small training run shared by a module)."""
+    with _threads(1):
+        yield

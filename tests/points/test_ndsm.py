@@ -22,7 +22,7 @@ from fsdiff.points.ndsm import (
 )
 from fsdiff.points.toy import imbalanced_mixture
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("single_thread")
 SDE = fd.VPSDE(fd.White())
 MU0, A0 = torch.tensor([1.0, -0.5]), 0.4  # Gaussian data N(MU0, A0² I)
 

@@ -1,14 +1,14 @@
 """Teaching notebooks run end to end at small sizes (FSDIFF_NOTEBOOK_SMALL=1)."""
 
-import os
-from pathlib import Path
 
 import pytest
+
+from fsdiff._paths import REPO_ROOT
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -11,9 +11,9 @@ import fsdiff as fd
 from fsdiff.sno.embedding import KernelMeanEmbedding, prototype_encoding
 from fsdiff.points.metrics import energy_distance as energy_distance_points
 from fsdiff.points.metrics import sliced_wasserstein as sliced_wasserstein_points
-from fsdiff.sno.gmm import GaussianMixture, GMMFamily
+from fsdiff.sno.gmm import GMMFamily
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SDES = {
     "vp": fd.VPSDE(fd.White(), beta_min=0.1, beta_max=20.0),

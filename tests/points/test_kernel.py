@@ -24,7 +24,7 @@ from fsdiff.points.metrics import energy_distance as point_energy_distance
 from fsdiff.points.metrics import point_memorization
 from fsdiff.points.toy import moons
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _spd(n: int, d: int, gen: torch.Generator) -> torch.Tensor:

@@ -15,14 +15,9 @@ from fsdiff.io import CheckpointError, load_checkpoint
 from fsdiff.training.multilevel import MultilevelSchedule, hierarchy
 from fsdiff.training import EMA, TrainingDiverged, latest_checkpoint, lr_at, train
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 class Tiny(nn.Module):

@@ -1,16 +1,16 @@
 """Run configuration: TOML files, overrides, validation naming the key, round trips, train_from_config."""
 
 import tomllib
-from pathlib import Path
 
 import pytest
 import torch
 
 import fsdiff as fd
+from fsdiff._paths import CONFIGS_DIR
 from fsdiff.config import ConfigError, RunConfig, config_from_dict, load_config
 from fsdiff.io import CheckpointError, dumps_toml
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIGS_DIR
 
 
 @pytest.mark.parametrize("name", ["synthetic", "mnist", "fashion_mnist"])
@@ -83,19 +83,14 @@ def test_to_dict_round_trips_through_toml():
     assert dumps_toml({"a": {"b": {"c": 1}}, "x": [1.5, "s", True]}) == 'x = [1.5, "s", true]\n\n[a.b]\nc = 1\n'
 
 
-def test_train_from_config_writes_a_run_and_load_run_reads_it(tmp_path):
+def test_train_from_config_writes_a_run_and_load_run_reads_it(tmp_path, single_thread):
     from fsdiff.training import load_run, train_from_config
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = load_config(CONFIGS / "synthetic.toml", [
-            "grid.shape=[16, 16]", "multilevel.levels=[8, 16]", "model.channels=[8, 8, 8]", "model.modes=3",
-            "model.stats_samples=64", "training.steps=4", "training.batch_size=4", "training.n_val=4",
-            "training.eval_every=2", "training.checkpoint_every=2", "training.warmup_steps=1"])
-        path = train_from_config(cfg, tmp_path / "run", progress=False)
-    finally:
-        torch.set_num_threads(n)
+    cfg = load_config(CONFIGS / "synthetic.toml", [
+        "grid.shape=[16, 16]", "multilevel.levels=[8, 16]", "model.channels=[8, 8, 8]", "model.modes=3",
+        "model.stats_samples=64", "training.steps=4", "training.batch_size=4", "training.n_val=4",
+        "training.eval_every=2", "training.checkpoint_every=2", "training.warmup_steps=1"])
+    path = train_from_config(cfg, tmp_path / "run", progress=False)
     run = tmp_path / "run"
     assert path == run / "checkpoints" / "step_00000004.pt"
     for f in ("config.toml", "metrics.csv", "metrics.json", "loss.png"):

@@ -19,13 +19,7 @@ def mean_fn(grid):
     return 0.5 * torch.sin(2 * math.pi * x) + 0.2 * torch.cos(6 * math.pi * x)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many tiny ops: one intra-op thread avoids contention (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def gen(seed):

@@ -11,13 +11,8 @@ from fsdiff.data import GaussianRandomField
 from fsdiff.training.multilevel import MultilevelSchedule, ValidationSet, draw_terms, hierarchy, mlmc_loss, term_loss
 from fsdiff.training import make_generators
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 
 

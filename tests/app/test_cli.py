@@ -6,6 +6,7 @@ import pytest
 import torch
 import xarray as xr
 
+from fsdiff._paths import CONFIGS_DIR
 from fsdiff.app.cli import main
 
 TINY = [
@@ -16,10 +17,9 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    torch.set_num_threads(1)
+def run_dir(tmp_path_factory, single_thread_module):
     d = tmp_path_factory.mktemp("cli") / "run"
-    args = ["train", "configs/synthetic.toml", "--run-dir", str(d), "--quiet"]
+    args = ["train", str(CONFIGS_DIR / "synthetic.toml"), "--run-dir", str(d), "--quiet"]
     for o in TINY:
         args += ["--set", o]
     assert main(args) == 0
@@ -62,7 +62,7 @@ def test_not_a_checkpoint(tmp_path, capsys):
 
 
 def test_bad_config_key_names_the_key(tmp_path, capsys):
-    assert main(["train", "configs/synthetic.toml", "--set", "training.stepz=3", "--run-dir", str(tmp_path / "r")]) == 2
+    assert main(["train", str(CONFIGS_DIR / "synthetic.toml"), "--set", "training.stepz=3", "--run-dir", str(tmp_path / "r")]) == 2
     assert "training.stepz" in capsys.readouterr().err
 
 

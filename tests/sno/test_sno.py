@@ -13,7 +13,7 @@ from fsdiff.points import sample_points
 from fsdiff.sno.training import SNOTrainConfig, relative_score_error, sno_point_score, train_point_model, train_sno
 from fsdiff.sno.gmm import GMMFamily
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("single_thread")
 SDE = fd.VPSDE(fd.White(), beta_min=0.1, beta_max=20.0)
 
 

@@ -26,14 +26,9 @@ HAVE_MNIST = (DATA / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST not found under {DATA}")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny convolutions gain nothing from intra-op threads; on a loaded 2-core machine the
-    # OpenMP spin-waits of 2 threads made training 5-7x slower than 1 thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny convolutions gain nothing from intra-op threads; on a loaded 2-core machine the OpenMP
+# spin-waits of 2 threads made training 5-7x slower than 1 thread
+pytestmark = pytest.mark.usefixtures("single_thread_module")
 
 
 @pytest.fixture(scope="module")

@@ -41,13 +41,7 @@ def mean_fn(grid):
 ORACLE = GaussianScore(SDE, C, mean=mean_fn)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny ops: one intra-op thread avoids contention (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def gen(seed):

@@ -9,13 +9,7 @@ from torch import nn
 import fsdiff as fd
 from fsdiff.losses import dsm_loss, loss_weight, sample_time
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import fsdiff as fd
+from fsdiff._paths import CONFIGS_DIR
 from fsdiff.config import load_config
 from fsdiff.eval.invariance import BANDS, METRICS, evaluate_invariance
 from fsdiff.training import train_from_config
@@ -21,11 +22,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    torch.set_num_threads(1)
-    from pathlib import Path
-
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic.toml", TINY)
+def tiny_run(tmp_path_factory, single_thread_module):
+    cfg = load_config(CONFIGS_DIR / "synthetic.toml", TINY)
     run = tmp_path_factory.mktemp("inv") / "run"
     train_from_config(cfg, run, progress=False)
     return run

@@ -1,16 +1,16 @@
 """The score operators shipped in pretrained/: plain data, small, and they sample at any resolution."""
 
-from pathlib import Path
 
 import pytest
 import torch
 import xarray as xr
 
+from fsdiff._paths import PRETRAINED_DIR
 import fsdiff as fd
 from fsdiff.app.cli import main
 from fsdiff.training import PRETRAINED_KIND
 
-PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
+PRETRAINED = PRETRAINED_DIR
 
 
 @pytest.mark.parametrize("name", ["mnist.pt", "fashion-mnist.pt"])
@@ -28,8 +28,7 @@ def test_pretrained_files_are_small_plain_data(name):
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
-def test_sample_a_pretrained_model_at_two_resolutions(tmp_path):
-    torch.set_num_threads(1)
+def test_sample_a_pretrained_model_at_two_resolutions(tmp_path, single_thread):
     out = tmp_path / "s.nc"
     assert main(["sample", str(PRETRAINED / "mnist.pt"), "--resolution", "28", "56", "--n", "4", "--steps", "3",
                  "--out", str(out), "--quiet"]) == 0

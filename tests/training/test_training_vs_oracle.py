@@ -11,8 +11,7 @@ def _fixed_loss(model, x0, sde, g, seed):
         return fd.dsm_loss(model, x0, sde, g, generator=gen).mean().item()
 
 
-def test_training_on_grf_approaches_oracle_loss():
-    torch.set_num_threads(1)
+def test_training_on_grf_approaches_oracle_loss(single_thread):
     g = fd.Grid((16, 16))
     q = fd.Matern(alpha=2.0, tau=3.0, sigma=8.0)
     c_data = fd.Matern(alpha=2.5, tau=5.0, sigma=30.0)

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-STUDIES = Path(__file__).resolve().parents[1] / "resolution_studies"
+from fsdiff._paths import REPO_ROOT
+
+STUDIES = REPO_ROOT / "resolution_studies"
 
 
 def _study(name: str):
@@ -29,11 +30,7 @@ def _check_outputs(out: Path, nc: str) -> None:
     assert not list(out.glob(".tmp-*"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")  # the studies set their own thread count; restored after
 
 
 def test_noise_study(tmp_path):
