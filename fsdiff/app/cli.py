@@ -139,8 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="fsdiff", description="Score-based diffusion in function space.")
     sub = p.add_subparsers(dest="command", required=True)
+    # flags every running command shares, and the data download flag of the commands that read MNIST
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    download = argparse.ArgumentParser(add_help=False)
+    download.add_argument("--download", action="store_true",
+                          help="download MNIST / Fashion-MNIST first if missing (into $FSDIFF_DATA_DIR or ~/.cache/fsdiff/data)")
 
-    d = sub.add_parser("demo", help="noise at four resolutions, then train a small model and sample at 1x/2x/4x")
+    d = sub.add_parser("demo", parents=[common, download], help="noise at four resolutions, then train a small model and sample at 1x/2x/4x")
     d.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     d.add_argument("--data", default="synthetic", choices=["synthetic", "mnist", "fashion-mnist"],
                    help="built-in data set (mnist needs FSDIFF_DATA_DIR)")
@@ -153,26 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sample-steps", type=int, default=24)
     d.add_argument("--n-pretrained", type=int, default=64, help="samples per resolution of the shipped MNIST model")
     d.add_argument("--no-pretrained", action="store_true", help="skip sampling the shipped MNIST model")
-    d.add_argument("--download", action="store_true",
-                   help="download MNIST / Fashion-MNIST first if missing (for --data mnist / fashion-mnist)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--n-noise", type=int, default=256, help="noise samples per resolution")
     d.add_argument("--noise-resolutions", type=int, nargs="+", default=[32, 64, 128, 256])
     d.add_argument("--noise-only", action="store_true", help="only the noise part (seconds)")
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
-    d.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     d.set_defaults(func=_cmd_demo)
 
-    t = sub.add_parser("train", help="train a score model from a TOML config")
+    t = sub.add_parser("train", parents=[common, download], help="train a score model from a TOML config")
     t.add_argument("config", help="TOML run file, e.g. configs/synthetic.toml")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.steps=200 (repeatable)")
     t.add_argument("--run-dir", default=None, help="run directory (default: runs/<name>)")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    t.add_argument("--download", action="store_true",
-                   help="download MNIST / Fashion-MNIST first if missing (into $FSDIFF_DATA_DIR or ~/.cache/fsdiff/data)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("export", help="write a small pretrained-model file (EMA weights, config, statistics) from a run")
@@ -181,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="overwrite an existing output file")
     e.set_defaults(func=_cmd_export)
 
-    s = sub.add_parser("sample", help="sample a trained run at any resolution")
+    s = sub.add_parser("sample", parents=[common], help="sample a trained run at any resolution")
     s.add_argument("run", help="run directory or checkpoint file")
     s.add_argument("--resolution", nargs="+", default=None, metavar="N|NxM",
                    help="one or more grids (default: the training grid); finer than training is allowed")
@@ -195,20 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--chunk-size", type=int, default=16, help="model evaluations per micro-batch")
     s.add_argument("--out", default="samples.nc", help="netCDF path; several resolutions get _<N> suffixes")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.set_defaults(func=_cmd_sample)
 
-    v = sub.add_parser("invariance", help="evaluate a trained run at several resolutions against reference data")
+    v = sub.add_parser("invariance", parents=[common], help="evaluate a trained run at several resolutions against reference data")
     v.add_argument("run", help="run directory or checkpoint file")
     v.add_argument("--resolutions", type=int, nargs="+", default=[16, 32, 64, 128])
     v.add_argument("--n", type=int, default=64, help="generated samples per resolution")
-    v.add_argument("--sampler", default="em", choices=["em", "pc", "ode", "ode_gauss", "ode_adaptive"])
+    v.add_argument("--sampler", default="em", choices=SAMPLER_CHOICES)
     v.add_argument("--steps", type=int, default=100)
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--out", default=None, help="output folder (default: RUN/invariance)")
-    v.add_argument("--quiet", action="store_true")
-    v.add_argument("--threads", type=int, default=None)
     v.set_defaults(func=_cmd_invariance)
     return p
 
