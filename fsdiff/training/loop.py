@@ -58,6 +58,125 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------- the loop
+class _RunState:
+    """Everything a training run carries between steps, and how it is saved and restored.
+
+    Holds the optimiser, EMA, generators, metric history, per-level statistics and wall-clock;
+    :meth:`save` writes a checkpoint (and prunes old ones), :meth:`restore` reads one back
+    bit-identically, :meth:`write_metrics` writes ``metrics.csv`` / ``metrics.json`` / ``loss.png``.
+    """
+
+    def __init__(self, model: nn.Module, sde: SDE, schedule: MultilevelSchedule, config: TrainingConfig,
+                 run_dir: Path, cfg_dict: dict):
+        self.model, self.sde, self.schedule, self.config = model, sde, schedule, config
+        self.run_dir, self.ckpt_dir, self.cfg_dict = run_dir, run_dir / "checkpoints", cfg_dict
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("model has no trainable parameters")
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+        self.ema = EMA(model, config.ema_decay)
+        self.gens = make_generators(config.seed)
+        self.history: list[dict] = []
+        self.level_stats = {str(g.shape[0]): {"samples": 0, "wall_s": 0.0, "steps": 0} for g in schedule.grids}
+        self.start = 0
+        self.wall_total = 0.0
+        self.last_good: Path | None = None
+
+    def restore(self, path: Path) -> None:
+        """Continue from checkpoint ``path``: weights, EMA, optimiser, generators, metrics, step."""
+        ck = load_checkpoint(path)
+        levels = [g.shape[0] for g in self.schedule.grids]
+        saved = ck.get("schedule", {}).get("levels")
+        if saved is not None and saved != levels:
+            raise ValueError(f"cannot resume {path}: it was trained on levels {saved}, the schedule now has {levels}")
+        self.model.load_state_dict(ck["model"]["state_dict"])
+        self.ema.load_state_dict(ck["ema"])
+        self.opt.load_state_dict(ck["optimizer"])
+        for k, g in self.gens.items():
+            g.set_state(ck["rng"][k])
+        self.start = int(ck["step"])
+        self.history = list(ck["metrics"]["history"])
+        self.level_stats = ck["metrics"]["levels"]
+        self.wall_total = float(ck["metrics"]["wall_s"])
+        self.last_good = path
+
+    def save(self, step: int) -> Path:
+        """Write ``checkpoints/step_XXXXXXXX.pt`` (atomically) and keep the newest ``keep_checkpoints``."""
+        ck = {
+            "config": self.cfg_dict,
+            "model": {"spec": getattr(self.model, "spec", None), "state_dict": self.model.state_dict()},
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "step": step,
+            "rng": {k: g.get_state() for k, g in self.gens.items()},
+            "metrics": {"history": self.history, "levels": self.level_stats, "wall_s": self.wall_total},
+            "sde": self.sde.to_dict(),
+            "schedule": self.schedule.to_dict(),
+        }
+        path = save_checkpoint(self.ckpt_dir / f"step_{step:08d}.pt", ck)
+        old = sorted(p for p in self.ckpt_dir.iterdir() if _CKPT_RE.match(p.name))
+        for p in old[:-self.config.keep_checkpoints]:
+            p.unlink()
+        self.last_good = path
+        return path
+
+    def write_metrics(self, final: bool = False) -> None:
+        history = self.history
+        write_csv(self.run_dir / "metrics.csv", history)
+        summary = {"steps": history[-1]["step"] if history else 0, "wall_s": self.wall_total, "levels": self.level_stats,
+                   "schedule": self.schedule.to_dict(), "history": history}
+        vals = [r for r in history if any(k.startswith("val_loss_") for k in r)]
+        if vals:
+            summary["final_validation"] = {k: v for k, v in vals[-1].items() if k.startswith("val_loss_")}
+        write_json(self.run_dir / "metrics.json", summary)
+        if final and history:
+            plot_loss_curve(history, self.run_dir / "loss.png",
+                            title=f"{self.schedule.kind} on {[g.shape[0] for g in self.schedule.grids]}")
+
+    def gradient_step(self, step: int, dataset: Any, restrict_from_finest: bool) -> tuple[float, float, Any]:
+        """One optimiser step at ``step`` (0-based): ``(loss, gradient norm, level name)``.
+
+        Raises :class:`TrainingDiverged` (after writing the metrics) on a non-finite loss or gradient.
+        """
+        config, model, grids = self.config, self.model, self.schedule.grids
+        device = self.params[0].device
+        lr = lr_at(step, config)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        model.train()
+        terms = draw_terms(self.schedule, step, config.steps, dataset, self.sde, config.batch_size, self.gens,
+                           time_sampling=config.time_sampling, eps=config.eps, restrict_from_finest=restrict_from_finest)
+        self.opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), dtype=torch.float64)
+        for term in terms:
+            t_term = time.perf_counter()
+            term.x0, term.t, term.eta = term.x0.to(device), term.t.to(device), term.eta.to(device)
+            mb = config.micro_batch_size or term.n
+            for i in range(0, term.n, mb):
+                part = term_loss(model, term, grids, self.sde, config.weighting, slice(i, i + mb)).sum() / term.n
+                part.backward()
+                total += part.detach().double().cpu()
+            stats = self.level_stats[str(grids[term.level].shape[0])]
+            stats["samples"] += term.n
+            stats["wall_s"] += time.perf_counter() - t_term
+            if term.coupled:
+                self.level_stats[str(grids[term.level - 1].shape[0])]["samples"] += term.n
+        loss = float(total)
+        if not math.isfinite(loss):
+            self.write_metrics()
+            raise TrainingDiverged(f"non-finite loss ({loss}) at step {step + 1}; last good checkpoint: {self.last_good}")
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip if config.grad_clip > 0 else math.inf)
+        if not torch.isfinite(gnorm):
+            self.write_metrics()
+            raise TrainingDiverged(f"non-finite gradient norm at step {step + 1}; last good checkpoint: {self.last_good}")
+        self.opt.step()
+        self.ema.update(model)
+        level_name = "mlmc" if self.schedule.kind == "mlmc" else grids[terms[0].level].shape[0]
+        if self.schedule.kind != "mlmc":
+            self.level_stats[str(level_name)]["steps"] += 1
+        return loss, float(gnorm), level_name
+
+
 def train(
     model: nn.Module,
     sde: SDE,
@@ -90,144 +209,48 @@ def train(
     last checkpoint written is left untouched.
     """
     run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
     grids = schedule.grids
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters")
-    device = params[0].device
-    opt = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-    ema = EMA(model, config.ema_decay)
-    gens = make_generators(config.seed)
-    history: list[dict] = []
-    level_stats = {str(g.shape[0]): {"samples": 0, "wall_s": 0.0, "steps": 0} for g in grids}
-    start = 0
-    wall_total = 0.0
-
+    state = _RunState(model, sde, schedule, config, run_dir,
+                      run_config if run_config is not None else {"training": _asdict(config)})
     existing = latest_checkpoint(run_dir)
     if resume:
         if existing is None:
-            raise FileNotFoundError(f"cannot resume: no checkpoints in {ckpt_dir}")
-        ck = load_checkpoint(existing)
-        saved = ck.get("schedule", {}).get("levels")
-        if saved is not None and saved != [g.shape[0] for g in grids]:
-            raise ValueError(f"cannot resume {existing}: it was trained on levels {saved}, "
-                             f"the schedule now has {[g.shape[0] for g in grids]}")
-        model.load_state_dict(ck["model"]["state_dict"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["optimizer"])
-        for k, g in gens.items():
-            g.set_state(ck["rng"][k])
-        start = int(ck["step"])
-        history = list(ck["metrics"]["history"])
-        level_stats = ck["metrics"]["levels"]
-        wall_total = float(ck["metrics"]["wall_s"])
+            raise FileNotFoundError(f"cannot resume: no checkpoints in {state.ckpt_dir}")
+        state.restore(existing)
     elif existing is not None:
         raise FileExistsError(f"{run_dir} already holds checkpoints ({existing.name}); resume, or use a new run directory")
 
     val = ValidationSet(dataset, grids, sde, config.n_val, config.val_seed, "uniform", config.eps)
     end = config.steps if stop_at is None else min(int(stop_at), config.steps)
-    cfg_dict = run_config if run_config is not None else {"training": _asdict(config)}
-    last_good: Path | None = existing if resume else None
-
-    def checkpoint(step: int) -> Path:
-        nonlocal last_good
-        ck = {
-            "config": cfg_dict,
-            "model": {"spec": getattr(model, "spec", None), "state_dict": model.state_dict()},
-            "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(),
-            "step": step,
-            "rng": {k: g.get_state() for k, g in gens.items()},
-            "metrics": {"history": history, "levels": level_stats, "wall_s": wall_total},
-            "sde": sde.to_dict(),
-            "schedule": schedule.to_dict(),
-        }
-        path = save_checkpoint(ckpt_dir / f"step_{step:08d}.pt", ck)
-        old = sorted(p for p in ckpt_dir.iterdir() if _CKPT_RE.match(p.name))
-        for p in old[:-config.keep_checkpoints]:
-            p.unlink()
-        last_good = path
-        return path
-
-    def write_metrics(final: bool = False) -> None:
-        write_csv(run_dir / "metrics.csv", history)
-        summary = {"steps": history[-1]["step"] if history else 0, "wall_s": wall_total, "levels": level_stats,
-                   "schedule": schedule.to_dict(), "history": history}
-        vals = [r for r in history if any(k.startswith("val_loss_") for k in r)]
-        if vals:
-            summary["final_validation"] = {k: v for k, v in vals[-1].items() if k.startswith("val_loss_")}
-        write_json(run_dir / "metrics.json", summary)
-        if final and history:
-            plot_loss_curve(history, run_dir / "loss.png", title=f"{schedule.kind} on {[g.shape[0] for g in grids]}")
-
     run_dir.mkdir(parents=True, exist_ok=True)
-    bar_ctx = _progress(progress, config.steps, start)
-    with bar_ctx as bar:
-        for step in range(start, end):
+    with _progress(progress, config.steps, state.start) as bar:
+        for step in range(state.start, end):
             t_step = time.perf_counter()
             lr = lr_at(step, config)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            model.train()
-            terms = draw_terms(schedule, step, config.steps, dataset, sde, config.batch_size, gens,
-                               time_sampling=config.time_sampling, eps=config.eps,
-                               restrict_from_finest=restrict_from_finest)
-            opt.zero_grad(set_to_none=True)
-            total = torch.zeros((), dtype=torch.float64)
-            for term in terms:
-                t_term = time.perf_counter()
-                term.x0, term.t, term.eta = term.x0.to(device), term.t.to(device), term.eta.to(device)
-                mb = config.micro_batch_size or term.n
-                for i in range(0, term.n, mb):
-                    part = term_loss(model, term, grids, sde, config.weighting, slice(i, i + mb)).sum() / term.n
-                    part.backward()
-                    total += part.detach().double().cpu()
-                stats = level_stats[str(grids[term.level].shape[0])]
-                stats["samples"] += term.n
-                stats["wall_s"] += time.perf_counter() - t_term
-                if term.coupled:
-                    level_stats[str(grids[term.level - 1].shape[0])]["samples"] += term.n
-            loss = float(total)
-            if not math.isfinite(loss):
-                write_metrics()
-                raise TrainingDiverged(f"non-finite loss ({loss}) at step {step + 1}; last good checkpoint: {last_good}")
-            gnorm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else math.inf)
-            if not torch.isfinite(gnorm):
-                write_metrics()
-                raise TrainingDiverged(f"non-finite gradient norm at step {step + 1}; last good checkpoint: {last_good}")
-            opt.step()
-            ema.update(model)
+            loss, gnorm, level_name = state.gradient_step(step, dataset, restrict_from_finest)
             done = step + 1
-            wall_total += time.perf_counter() - t_step
-            level_name = "mlmc" if schedule.kind == "mlmc" else grids[terms[0].level].shape[0]
-            if schedule.kind != "mlmc":
-                level_stats[str(level_name)]["steps"] += 1
-            row = {"step": done, "level": level_name, "loss": loss, "lr": lr, "grad_norm": float(gnorm), "wall_s": wall_total}
-            eval_now = done == config.steps or (config.eval_every and done % config.eval_every == 0)
+            state.wall_total += time.perf_counter() - t_step
+            row = {"step": done, "level": level_name, "loss": loss, "lr": lr, "grad_norm": gnorm, "wall_s": state.wall_total}
+            stop = bool(config.time_limit_s) and state.wall_total >= config.time_limit_s
+            eval_now = done == config.steps or bool(config.eval_every and done % config.eval_every == 0) or stop
             if eval_now:
-                for g, v in zip(grids, val.losses(ema.module, config.weighting)):
+                for g, v in zip(grids, val.losses(state.ema.module, config.weighting)):
                     row[f"val_loss_{g.shape[0]}"] = v
-            stop = bool(config.time_limit_s) and wall_total >= config.time_limit_s
-            if stop and not eval_now:
-                for g, v in zip(grids, val.losses(ema.module, config.weighting)):
-                    row[f"val_loss_{g.shape[0]}"] = v
-                eval_now = True
             if eval_now or done % config.log_every == 0:
-                history.append(row)
+                state.history.append(row)
                 if callback is not None:
                     stop = bool(callback(row)) or stop
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}", level=level_name)
             if stop or done == end or (config.checkpoint_every and done % config.checkpoint_every == 0):
-                checkpoint(done)
-                write_metrics(final=stop or done == end)
+                state.save(done)
+                state.write_metrics(final=stop or done == end)
             if stop:
                 end = done
                 break
-    return {"step": end, "wall_s": wall_total, "levels": level_stats, "history": history,
-            "checkpoint": str(last_good) if last_good else None}
+    return {"step": end, "wall_s": state.wall_total, "levels": state.level_stats, "history": state.history,
+            "checkpoint": str(state.last_good) if state.last_good else None}
 
 
 def _progress(enabled: bool, total: int, initial: int):
