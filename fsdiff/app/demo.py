@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 
 from .._paths import CONFIGS_DIR, PRETRAINED_DIR
+from .._seeds import REFERENCE, derived
 from ..covariance import Covariance, Matern, White
 from ..grid import Grid, to_dataarray
 from ..io import write_json, write_netcdf
@@ -155,7 +156,7 @@ def train_sample_demo(
                              gridspec_kw={"width_ratios": [1] * 6 + [1.5]})
     for row, shape in enumerate(shapes):
         g = Grid(shape, grid.length)
-        truth = dataset.sample(g, n, torch.Generator().manual_seed(seed + 1))
+        truth = dataset.sample(g, n, derived(seed, REFERENCE))
         x = generated[shape]
         key = "x".join(map(str, shape)) if len(set(shape)) > 1 else str(shape[0])
         metrics[key] = {

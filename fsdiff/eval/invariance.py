@@ -43,10 +43,11 @@ import numpy as np
 import torch
 
 from . import metrics as M
+from .._seeds import PROJECTIONS, REFERENCE, derived
 from ..grid import Grid
 from ..io import write_netcdf, write_text
 
-__all__ = ["METRICS", "BANDS", "band_powers", "evaluate_invariance", "format_table", "plot_invariance"]
+__all__ = ["METRICS", "BANDS", "band_powers", "evaluate_invariance", "resolution_metrics", "format_table", "plot_invariance"]
 
 #: metric names (the ``metric`` coordinate), in order
 METRICS = (
@@ -97,6 +98,66 @@ def _classifier_for(dataset: Any, classifier: Any):
     return classifier
 
 
+def resolution_metrics(x: torch.Tensor, y: torch.Tensor, grid: Grid, classifier: Any = None,
+                       n_projections: int = 64, seed: int = 0) -> dict:
+    """Every figure of :data:`METRICS` but ``val_loss`` for samples ``x`` against reference ``y`` on ``grid``.
+
+    ``x (n, C, *grid.shape)``, ``y (m, C, *grid.shape)`` float64; the sliced metrics draw their
+    directions from ``seed + PROJECTIONS``; ``classifier_frechet`` is NaN without a classifier.
+    """
+    def directions() -> torch.Generator:
+        return derived(seed, PROJECTIONS)
+
+    mem = M.memorization(x, y, grid)
+    return {
+        "energy_mmd": M.energy_mmd(x, y, grid),
+        "sliced_wasserstein": M.sliced_wasserstein(x, y, grid, n_projections, generator=directions()),
+        "gaussian_sliced_wasserstein": M.gaussian_sliced_wasserstein(x, y, grid, n_projections, generator=directions()),
+        "spectrum_error": M.spectrum_error(x, y, grid),
+        "fourier_frechet": M.fourier_frechet_distance(x, y, grid, max_mode=min(4, grid.max_modes[0])),
+        "pointwise_w1": M.pointwise_value_distance(x, y),
+        "vendi": M.vendi_score(x, grid),
+        "vendi_reference": M.vendi_score(y, grid),
+        "memorization_fraction": mem.fraction,
+        "memorization_ratio_median": float(mem.ratios.median()),
+        "l2_norm_mean": float(grid.norm(x).mean()),
+        "l2_norm_reference": float(grid.norm(y).mean()),
+        "classifier_frechet": (M.frechet_distance(*[_clf_feats(classifier, z, grid) for z in (x, y)])
+                               if classifier is not None else math.nan),
+    }
+
+
+def _to_dataset(res: Sequence[int], grids: Sequence[Grid], measured: list, attrs: dict) -> Any:
+    """The harness's ``xarray.Dataset`` from one ``(row, band errors or None, seconds)`` per resolution."""
+    import xarray as xr
+
+    n_shell = max(M._shell_index(g)[2] for g in grids)
+    vals = np.full((len(res), len(METRICS)), np.nan)
+    bands, bpow_g, bpow_r = (np.full((len(res), len(BANDS)), np.nan) for _ in range(3))
+    spec_g, spec_r = np.full((len(res), n_shell), np.nan), np.full((len(res), n_shell), np.nan)
+    secs = np.zeros(len(res))
+    for i, (row, band, seconds) in enumerate(measured):
+        secs[i] = seconds
+        vals[i] = [row.get(m, math.nan) for m in METRICS]
+        if band is not None:
+            bands[i], bpow_g[i], bpow_r[i], pg, pr = band
+            spec_g[i, : len(pg)], spec_r[i, : len(pr)] = pg, pr
+    return xr.Dataset(
+        {
+            "metrics": (("resolution", "metric"), vals),
+            "band_error": (("resolution", "band"), bands),
+            "band_power_generated": (("resolution", "band"), bpow_g),
+            "band_power_reference": (("resolution", "band"), bpow_r),
+            "spectrum_generated": (("resolution", "shell"), spec_g),
+            "spectrum_reference": (("resolution", "shell"), spec_r),
+            "sample_seconds": (("resolution",), secs),
+        },
+        coords={"resolution": np.array(res, dtype=np.int64), "metric": list(METRICS), "band": list(BANDS),
+                "shell": np.arange(n_shell, dtype=np.int64)},
+        attrs=attrs,
+    )
+
+
 def evaluate_invariance(
     run_dir_or_ckpt: str | os.PathLike,
     resolutions: Sequence[int],
@@ -123,7 +184,7 @@ def evaluate_invariance(
     n_samples, sampler, steps : generated samples per resolution and the sampler
         (:func:`fsdiff.sampling.sample`).
     seed : sampler seed (the same at every resolution: nested draws); reference data use
-        ``seed + 1``, the sliced-Wasserstein directions ``seed + 2``.
+        ``seed + REFERENCE``, the sliced-Wasserstein directions ``seed + PROJECTIONS`` (:mod:`fsdiff._seeds`).
     reference : a data set object (``sample(grid, n, generator)``); default: the run's data set.
     out_dir : write ``invariance.nc``, ``invariance.png`` and ``invariance.txt`` there.
     n_reference : reference items per resolution (default ``max(n_samples, 64)``).
@@ -138,8 +199,6 @@ def evaluate_invariance(
     ``spectrum_generated`` / ``spectrum_reference (resolution, shell)`` (NaN beyond a grid's
     complete shells) and ``sample_seconds (resolution)``.
     """
-    import xarray as xr
-
     from ..data import dataset_from_dict
     from ..training.multilevel import ValidationSet
     from ..sampling import sample
@@ -170,49 +229,22 @@ def evaluate_invariance(
     with torch.no_grad():
         val_losses = val.losses(model, cfg.training.weighting, chunk=chunk_size or 32)
 
-    n_shell = max(M._shell_index(g)[2] for g in grids)
-    vals = np.full((len(res), len(METRICS)), np.nan)
-    bands = np.full((len(res), len(BANDS)), np.nan)
-    bpow_g = np.full((len(res), len(BANDS)), np.nan)
-    bpow_r = np.full((len(res), len(BANDS)), np.nan)
-    spec_g = np.full((len(res), n_shell), np.nan)
-    spec_r = np.full((len(res), n_shell), np.nan)
-    secs = np.zeros(len(res))
+    measured = []
     for i, (N, g) in enumerate(zip(res, grids)):
         t0 = time.perf_counter()
         with torch.no_grad():
             x = sample(model, sde, g, n_samples, channels, sampler=sampler, steps=steps, eps=cfg.training.eps,
                        generator=torch.Generator().manual_seed(int(seed)), chunk_size=chunk_size)
-        secs[i] = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
         x = x.double()
         if not torch.isfinite(x).all():
             say(f"  {N}: samples are not finite; metrics set to NaN")
-            vals[i, 0] = val_losses[i]
+            measured.append(({"val_loss": val_losses[i]}, None, seconds))
             continue
-        y = dataset.sample(g, n_ref, generator=torch.Generator().manual_seed(int(seed) + 1)).double()
-        sw_gen = lambda: torch.Generator().manual_seed(int(seed) + 2)  # noqa: E731
-        mem = M.memorization(x, y, g)
-        row = {
-            "val_loss": val_losses[i],
-            "energy_mmd": M.energy_mmd(x, y, g),
-            "sliced_wasserstein": M.sliced_wasserstein(x, y, g, n_projections, generator=sw_gen()),
-            "gaussian_sliced_wasserstein": M.gaussian_sliced_wasserstein(x, y, g, n_projections, generator=sw_gen()),
-            "spectrum_error": M.spectrum_error(x, y, g),
-            "fourier_frechet": M.fourier_frechet_distance(x, y, g, max_mode=min(4, g.max_modes[0])),
-            "pointwise_w1": M.pointwise_value_distance(x, y),
-            "vendi": M.vendi_score(x, g),
-            "vendi_reference": M.vendi_score(y, g),
-            "memorization_fraction": mem.fraction,
-            "memorization_ratio_median": float(mem.ratios.median()),
-            "l2_norm_mean": float(g.norm(x).mean()),
-            "l2_norm_reference": float(g.norm(y).mean()),
-            "classifier_frechet": (M.frechet_distance(*[_clf_feats(clf, z, g) for z in (x, y)])
-                                   if clf is not None else math.nan),
-        }
-        vals[i] = [row[m] for m in METRICS]
-        bands[i], bpow_g[i], bpow_r[i], pg, pr = _band_errors(x, y, g, k_train)
-        spec_g[i, : len(pg)], spec_r[i, : len(pr)] = pg, pr
-        say(f"  {N}^{g.ndim}: sampled {n_samples} in {secs[i]:.1f} s; energy MMD {row['energy_mmd']:.4g}, "
+        y = dataset.sample(g, n_ref, generator=derived(seed, REFERENCE)).double()
+        row = {"val_loss": val_losses[i], **resolution_metrics(x, y, g, clf, n_projections, seed)}
+        measured.append((row, _band_errors(x, y, g, k_train), seconds))
+        say(f"  {N}^{g.ndim}: sampled {n_samples} in {seconds:.1f} s; energy MMD {row['energy_mmd']:.4g}, "
             f"val loss {row['val_loss']:.4g}")
 
     attrs = {
@@ -224,20 +256,7 @@ def evaluate_invariance(
         "bands": "max-norm |k| relative to K = N_train/2: low < K/2, mid [K/2, K), beyond >= K (modes the training "
                  "grid cannot hold); band_error = |P_gen - P_ref| in the band / total reference power",
     }
-    ds = xr.Dataset(
-        {
-            "metrics": (("resolution", "metric"), vals),
-            "band_error": (("resolution", "band"), bands),
-            "band_power_generated": (("resolution", "band"), bpow_g),
-            "band_power_reference": (("resolution", "band"), bpow_r),
-            "spectrum_generated": (("resolution", "shell"), spec_g),
-            "spectrum_reference": (("resolution", "shell"), spec_r),
-            "sample_seconds": (("resolution",), secs),
-        },
-        coords={"resolution": np.array(res, dtype=np.int64), "metric": list(METRICS), "band": list(BANDS),
-                "shell": np.arange(n_shell, dtype=np.int64)},
-        attrs=attrs,
-    )
+    ds = _to_dataset(res, grids, measured, attrs)
     table = format_table(ds)
     say(table)
     if out_dir is not None:

@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 
 from .._checks import batch_times
+from .._seeds import SPLIT, derived
 from ..sde import SDE
 
 __all__ = [
@@ -266,7 +267,7 @@ class GMMFamily:
     def split(self) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
         """``(train, test)`` lists of combinations; disjoint, seeded by ``seed``."""
         combos = self.combinations
-        g = torch.Generator().manual_seed(self.seed + 1)
+        g = derived(self.seed, SPLIT)
         perm = torch.randperm(len(combos), generator=g).tolist()
         n_test = min(len(combos) - 1, max(1, round(self.test_fraction * len(combos))))
         test = sorted(combos[i] for i in perm[:n_test])

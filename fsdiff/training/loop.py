@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .. import _seeds
 from ..config import TrainingConfig
 from ..io import load_checkpoint, save_checkpoint, write_csv, write_json
 from ..plotting import plot_loss_curve
@@ -45,7 +46,8 @@ class TrainingDiverged(FloatingPointError):
 
 def make_generators(seed: int) -> dict[str, torch.Generator]:
     """Independent CPU generators for the level choice, the data and the noise/time draws."""
-    return {name: torch.Generator().manual_seed(int(seed) * 1000 + i) for i, name in enumerate(("level", "data", "noise"))}
+    return {name: torch.Generator().manual_seed(int(seed) * _seeds.TRAINING_STRIDE + i)
+            for i, name in enumerate(_seeds.TRAINING_STREAMS)}
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .._seeds import NOISE, derived
 from ..grid import Grid, resample
 from ..losses import dsm_loss, sample_time
 from ..sde import SDE
@@ -246,7 +247,7 @@ class ValidationSet:
                  time_sampling: str = "uniform", eps: float = 1e-3):
         self.grids = list(grids)
         g_data = torch.Generator().manual_seed(int(seed))
-        g_noise = torch.Generator().manual_seed(int(seed) + 1)
+        g_noise = derived(seed, NOISE)
         fine = self.grids[-1]
         x0 = dataset.sample(fine, n, generator=g_data).float()
         self.t = sample_time(n, sde, g_noise, time_sampling, eps)

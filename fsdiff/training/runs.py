@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._seeds import STATISTICS, derived
 from ..config import RunConfig, config_from_dict
 from ..grid import Grid
 from ..io import load_checkpoint, save_checkpoint, write_toml
@@ -64,7 +65,7 @@ def data_statistics(dataset, grid: Grid, n: int, extrapolation: str = "zero", se
     stats = SpectralStatistics(grid.shape, grid.length, int(getattr(dataset, "channels", 1)), extrapolation)
     if hasattr(dataset, "__len__") and hasattr(dataset, "materialize"):
         return stats.fit(dataset.materialize(grid, min(int(n), len(dataset)), seed=seed))
-    return stats.fit_dataset(dataset, int(n), torch.Generator().manual_seed(int(seed) + 7))
+    return stats.fit_dataset(dataset, int(n), derived(seed, STATISTICS))
 
 
 def train_from_config(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
