@@ -28,6 +28,7 @@ from .losses import TIME_SAMPLINGS, WEIGHTINGS
 
 __all__ = [
     "ConfigError",
+    "dataclass_from_table",
     "GridConfig",
     "SDEConfig",
     "ModelConfig",
@@ -288,7 +289,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported config field type {tp!r} for {key}")  # pragma: no cover
 
 
-def _section(cls, table: Any, name: str, typed_keys: bool = True):
+def dataclass_from_table(cls, table: Any, name: str):
+    """Build the frozen dataclass ``cls`` from a TOML table, checking every key and value type.
+
+    The one table-to-dataclass mechanism: the run sections below and every other config (e.g. a
+    study's settings) use it. Unknown keys and wrong types raise :class:`ConfigError` naming
+    ``name.key``; missing keys take the dataclass defaults.
+    """
     if not isinstance(table, Mapping):
         _fail(name, f"expected a table; got {table!r}")
     hints = typing.get_type_hints(cls)
@@ -322,7 +329,7 @@ def config_from_dict(d: Mapping[str, Any]) -> RunConfig:
         kwargs["name"] = _coerce(d["name"], str, "name")
     for sec, cls in _SECTIONS.items():
         if sec in d:
-            kwargs[sec] = _section(cls, d[sec], sec)
+            kwargs[sec] = dataclass_from_table(cls, d[sec], sec)
     return RunConfig(**kwargs)
 
 

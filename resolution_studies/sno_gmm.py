@@ -33,13 +33,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fsdiff.covariance import White  # noqa: E402
-from fsdiff.grid import Grid  # noqa: E402
-from fsdiff.io import save_checkpoint, write_json, write_netcdf  # noqa: E402
-from fsdiff.points import sample_points  # noqa: E402
-from fsdiff.points.metrics import energy_distance, sliced_wasserstein  # noqa: E402
-from fsdiff.sde import VPSDE  # noqa: E402
-from fsdiff.sno import (GMMFamily, KernelMeanEmbedding, ScoreNeuralOperator, SNOTrainConfig,  # noqa: E402
+from fsdiff.config import dataclass_from_table
+from fsdiff.covariance import White
+from fsdiff.grid import Grid
+from fsdiff.io import save_checkpoint, write_json, write_netcdf
+from fsdiff.points import sample_points
+from fsdiff.points.metrics import energy_distance, sliced_wasserstein
+from fsdiff.sde import VPSDE
+from fsdiff.sno import (GMMFamily, KernelMeanEmbedding, ScoreNeuralOperator, SNOTrainConfig,
                         relative_score_error, sno_point_score, train_point_model, train_sno)
 
 
@@ -74,12 +75,8 @@ class SNOGMMStudyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SNOGMMStudyConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(d) - names)
-        if bad:
-            raise ValueError(f"unknown study setting(s) {bad}; allowed: {sorted(names)}")
-        d = {k: tuple(v) if k in ("few_shot_ns", "resolutions") else v for k, v in d.items()}
-        return cls(**d)
+        """From a ``[study]`` TOML table (:func:`fsdiff.config.dataclass_from_table`: keys and types checked)."""
+        return dataclass_from_table(cls, d, "study")
 
 
 def _mean(x) -> float:
