@@ -20,6 +20,7 @@ Run::
         --fsdiff pretrained/mnist.pt --n 512 --out benchmarks/results/quality
 
     python benchmarks/bench_quality.py curve runs/pretrained-mnist --n 256   # time to the 28² targets
+    python benchmarks/bench_quality.py speed --fsdiff pretrained/mnist.pt --n 64   # 64 digits at 28², 56², 112²
 
 ``evaluate`` prints the side-by-side table and writes ``quality.md``, ``quality.json`` and
 ``samples.png`` (grey-scale: DDPM draws, then fsdiff's at each resolution) under ``--out``.
@@ -259,6 +260,48 @@ def time_to_quality(run: Path, n: int, out: Path, kind: str = "mnist", threads: 
     return rows
 
 
+def sampling_speed(model_path: str, n: int = 64, resolutions=(28, 56, 112), repeats: int = 3, threads: int = 2,
+                   out: Path | None = None) -> dict:
+    """Wall-clock of ``n`` samples at each resolution with the default sampler (24 steps), medians of ``repeats``.
+
+    The baseline, measured in the same run, is the same model at 28² (the training grid): the
+    ratio is what sampling at a finer grid costs. The issue-11 target is 64 digits at 112² in <= 60 s.
+    """
+    import statistics
+
+    from fsdiff.grid import Grid
+    from fsdiff.sampling import sample
+    from fsdiff.training import load_run
+
+    torch.set_num_threads(threads)
+    model, sde, _, _ = load_run(model_path)
+    times, nfe = {}, 0
+    for N in resolutions:
+        runs = []
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            _, info = sample(model, sde, Grid((N, N)), n, steps=24, time_grid="edm", chunk_size=64,
+                             generator=torch.Generator().manual_seed(r), return_info=True)
+            runs.append(time.perf_counter() - t0)
+        times[N] = statistics.median(runs)
+        nfe = info["nfe"]
+    base = times[resolutions[0]]
+    lines = [f"# Sampling speed: {model_path}, {n} samples, {info['sampler']} ({nfe} evaluations), "
+             f"{threads} threads, median of {repeats}", "", "| N | seconds | vs 28² |", "|---|---|---|"]
+    lines += [f"| {N}² | {times[N]:.1f} | {times[N] / base:.2f}x |" for N in resolutions]
+    target = times[resolutions[-1]] <= 60.0
+    lines += ["", f"target: {n} samples at {resolutions[-1]}² in <= 60 s: {'met' if target else 'not met'}"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    result = {"model": model_path, "n": n, "threads": threads, "repeats": repeats, "nfe": nfe,
+              "seconds": {str(N): times[N] for N in resolutions}, "target_met": target}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.md").write_text(text)
+        (out / "speed.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -278,8 +321,16 @@ def main() -> None:
     cu.add_argument("--n", type=int, default=256)
     cu.add_argument("--out", type=Path, default=Path("benchmarks/results/quality"))
     cu.add_argument("--threads", type=int, default=2)
+    sp = sub.add_parser("speed", help="seconds for n samples at 28², 56², 112² (medians; baseline: the same model at 28²)")
+    sp.add_argument("--fsdiff", default="pretrained/mnist.pt")
+    sp.add_argument("--n", type=int, default=64)
+    sp.add_argument("--repeats", type=int, default=3)
+    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--out", type=Path, default=Path("benchmarks/results/quality"))
     args = ap.parse_args()
-    if args.cmd == "train":
+    if args.cmd == "speed":
+        sampling_speed(args.fsdiff, args.n, repeats=args.repeats, threads=args.threads, out=args.out)
+    elif args.cmd == "train":
         train_ddpm(args.budget_s, args.out, threads=args.threads)
     elif args.cmd == "curve":
         time_to_quality(args.run, args.n, args.out, args.kind, args.threads)
