@@ -39,13 +39,18 @@ class SDE:
 
     Subclasses define :meth:`drift_coeff` (a), :meth:`diffusion_sq` (g²), :meth:`mean_scale`
     and :meth:`std`. Times are floats or tensors of shape ``(B,)``; results are float64 tensors.
+
+    ``covariance=None`` gives the noise schedule alone, for points in R^d with ``Q = I``
+    (:mod:`fsdiff.points`, :mod:`fsdiff.sno`): its scalar coefficients work as usual, and every
+    method that draws function-space noise on a grid refuses it with a clear error.
     """
 
     T: float = 1.0
 
-    def __init__(self, covariance: Covariance, allow_non_trace_class: bool = False):
-        if not isinstance(covariance, Covariance):
-            raise TypeError(f"covariance must be a fsdiff Covariance; got {type(covariance).__name__}")
+    def __init__(self, covariance: Covariance | None, allow_non_trace_class: bool = False):
+        if covariance is not None and not isinstance(covariance, Covariance):
+            raise TypeError(f"covariance must be a fsdiff Covariance (or None for points in R^d); "
+                            f"got {type(covariance).__name__}")
         self.covariance = covariance
         self.allow_non_trace_class = bool(allow_non_trace_class)
 
@@ -53,8 +58,14 @@ class SDE:
         """Raise unless Q is trace class in ``ndim`` dimensions, or the SDE was built with
         ``allow_non_trace_class=True`` (an explicit opt-in for white-noise *baselines*, whose
         noise is a grid-dependent object, not a function: results then depend on the grid)."""
+        if self.covariance is None:
+            raise ValueError("this SDE has no covariance: it is a noise schedule for points in R^d (Q = I); "
+                             "build it with a Covariance (e.g. fsdiff.Matern(...)) to diffuse functions on a grid")
         if not self.allow_non_trace_class:
             self.covariance.require_trace_class(ndim)
+
+    def _covariance_dict(self) -> dict | None:
+        return None if self.covariance is None else self.covariance.to_dict()
 
     def _extra_dict(self) -> dict:
         return {"allow_non_trace_class": True} if self.allow_non_trace_class else {}
@@ -150,7 +161,7 @@ class VPSDE(SDE):
         and ``beta`` stays finite). ``beta_min`` is then unused.
     """
 
-    def __init__(self, covariance: Covariance, beta_min: float = 0.1, beta_max: float = 20.0, schedule: str = "linear",
+    def __init__(self, covariance: Covariance | None, beta_min: float = 0.1, beta_max: float = 20.0, schedule: str = "linear",
                  allow_non_trace_class: bool = False):
         super().__init__(covariance, allow_non_trace_class)
         if not (math.isfinite(beta_min) and math.isfinite(beta_max) and 0 <= beta_min < beta_max):
@@ -199,13 +210,13 @@ class VPSDE(SDE):
 
     def to_dict(self) -> dict:
         return {"type": "vp", "beta_min": self.beta_min, "beta_max": self.beta_max,
-                "schedule": self.schedule, "covariance": self.covariance.to_dict(), **self._extra_dict()}
+                "schedule": self.schedule, "covariance": self._covariance_dict(), **self._extra_dict()}
 
 
 class VESDE(SDE):
     """Variance-exploding SDE ``dX = sqrt(d sigma²/dt) dW^Q``, ``sigma(t) = sigma_min (sigma_max/sigma_min)^t``."""
 
-    def __init__(self, covariance: Covariance, sigma_min: float = 0.01, sigma_max: float = 10.0,
+    def __init__(self, covariance: Covariance | None, sigma_min: float = 0.01, sigma_max: float = 10.0,
                  allow_non_trace_class: bool = False):
         super().__init__(covariance, allow_non_trace_class)
         if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0 < sigma_min < sigma_max):
@@ -231,7 +242,7 @@ class VESDE(SDE):
 
     def to_dict(self) -> dict:
         return {"type": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
-                "covariance": self.covariance.to_dict(), **self._extra_dict()}
+                "covariance": self._covariance_dict(), **self._extra_dict()}
 
 
 def sde_from_dict(d: dict) -> SDE:
@@ -243,6 +254,7 @@ def sde_from_dict(d: dict) -> SDE:
         raise ValueError("sde spec is missing its 'covariance' table")
     cls = VPSDE if d["type"] == "vp" else VESDE
     try:
-        return cls(covariance_from_dict(d["covariance"]), **params)
+        cov = None if d["covariance"] is None else covariance_from_dict(d["covariance"])
+        return cls(cov, **params)
     except TypeError as e:
         raise ValueError(f"bad parameters for sde {d['type']!r}: {e}") from None

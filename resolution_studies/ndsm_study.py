@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.steps, args.n_gen, args.var_batch, args.bank, args.rate = [30], 30, 300, 100, 256, 0.5
         args.dts_gauss, args.dts_mix, args.mnist_train, args.mnist_gen = [1e-1, 1e-2], [3e-3, 1e-3], 200, 200
     gen = torch.Generator().manual_seed(args.seed)
-    sde = fd.VPSDE(fd.White(), beta_min=0.1, beta_max=20.0)
+    sde = fd.VPSDE(None, beta_min=0.1, beta_max=20.0)  # a schedule for points in R^d (Q = I)
     t_all = time.perf_counter()
     print("part 1: imbalanced mixture", flush=True)
     rows, samples = part1(args, gen, sde)

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from fsdiff.config import dataclass_from_table
-from fsdiff.covariance import White
 from fsdiff.grid import Grid
 from fsdiff.io import save_checkpoint, write_json, write_netcdf
 from fsdiff.points import sample_points
@@ -91,7 +90,7 @@ def run_sno_gmm_study(cfg: SNOGMMStudyConfig, out_dir: str | Path, log: Callable
     fam = GMMFamily(**{k: tuple(v) if k == "lattice" else v for k, v in cfg.family.items()})
     origin, L = fam.box()
     kme = KernelMeanEmbedding(Grid((cfg.grid_n, cfg.grid_n), L), origin, cfg.bandwidth)
-    sde = VPSDE(White(), cfg.beta_min, cfg.beta_max)
+    sde = VPSDE(None, cfg.beta_min, cfg.beta_max)  # a schedule for points in R^d (Q = I)
     train_c, test_c = fam.split()
     log(f"family: {len(train_c)} train / {len(test_c)} unseen mixtures; box origin {origin}, length {L}")
     tcfg = SNOTrainConfig(steps=cfg.steps, lr=cfg.lr, batch_dists=cfg.batch_dists, points_per_dist=cfg.points_per_dist,

@@ -1,8 +1,9 @@
 """Diffusion of points in R^d (Q = I): the finite-dimensional special case used by the
 Score Neural Operator's Gaussian-mixture task, the kernel score models and NDSM.
 
-The schedule comes from an fsdiff :class:`~fsdiff.sde.SDE` (its ``mean_scale``, ``std``,
-``drift_coeff`` and ``diffusion_sq`` need no grid); the noise is standard normal in R^d.
+The schedule comes from an fsdiff :class:`~fsdiff.sde.SDE` built without a covariance,
+``fsdiff.VPSDE(None, beta_min, beta_max)`` (its ``mean_scale``, ``std``, ``drift_coeff`` and
+``diffusion_sq`` need no grid); the noise is standard normal in R^d.
 A point-space score model is any callable ``score(x (B, d), t (B,)) -> grad log p_t(x) (B, d)``.
 """
 

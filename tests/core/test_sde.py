@@ -230,3 +230,22 @@ def test_bad_sde_parameters_raise(make):
 def test_sde_needs_a_covariance_object():
     with pytest.raises(TypeError):
         fd.VPSDE("matern")
+
+
+def test_covariance_none_is_a_schedule_for_points():
+    from fsdiff.points import perturb_points, sample_points
+
+    sde = fd.VPSDE(None, beta_min=0.1, beta_max=20.0)
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    torch.testing.assert_close(sde.mean_scale(t), fd.VPSDE(fd.White()).mean_scale(t))
+    x, z = perturb_points(torch.zeros(2, 3), t.float(), sde, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, sde.std(t).float()[:, None] * z)
+    y = sample_points(lambda x, t: -x, sde, 4, 3, steps=5, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (4, 3) and torch.isfinite(y).all()
+    assert fd.sde_from_dict(sde.to_dict()).to_dict() == sde.to_dict()
+    with pytest.raises(ValueError, match="no covariance"):
+        sde.perturb(torch.zeros(1, 1, 8), 0.5, fd.Grid(8))
+    with pytest.raises(ValueError, match="no covariance"):
+        sde.prior_sample(fd.Grid(8), 1)
+    with pytest.raises(TypeError, match="Covariance"):
+        fd.VPSDE("white")
