@@ -165,7 +165,7 @@ def train_sample_demo(
             "pointwise_value_w1": pointwise_value_distance(x, truth),
             "band_power_ratio": band_ratios(x, truth, g, grid.max_modes[0]),
         }
-        lim = float(truth[:3].abs().max())
+        lim = max(float(truth[:3].abs().max()), float(x[:3].abs().max()))  # one range, nothing clipped
         for j in range(3):
             plot_field(axes[row, j], truth[j, 0], g, "truth" if row == 0 else "", -lim, lim, "viridis")
             plot_field(axes[row, 3 + j], x[j, 0], g, "generated" if row == 0 else "", -lim, lim, "viridis")
