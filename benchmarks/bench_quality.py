@@ -230,15 +230,17 @@ def meets_targets(row: dict) -> bool:
             and row["fd_ratio"] <= TARGETS_28["fd_ratio"])
 
 
-def time_to_quality(run: Path, n: int, out: Path, kind: str = "mnist", threads: int = 2) -> list[dict]:
-    """Quality at 28² of every checkpoint of ``run`` (EMA weights) against its training wall-clock."""
+def time_to_quality(run: Path, n: int, out: Path, kind: str = "mnist", threads: int = 2, every: int = 1) -> list[dict]:
+    """Quality at 28² of every ``every``-th checkpoint of ``run`` (EMA weights, the last one always) against
+    its training wall-clock."""
     from fsdiff.eval.quality import ImageQuality, format_quality_table, sample_and_evaluate
     from fsdiff.training import load_run
 
     torch.set_num_threads(threads)
     quality = ImageQuality(kind)
     rows = []
-    for ck_path in sorted((run / "checkpoints").glob("step_*.pt")):
+    paths = sorted((run / "checkpoints").glob("step_*.pt"))
+    for ck_path in [p for i, p in enumerate(paths) if (i + 1) % every == 0 or i == len(paths) - 1]:
         meta = torch.load(ck_path, weights_only=True)
         model, sde, _, _ = load_run(ck_path)
         row = sample_and_evaluate(model, sde, quality, [28], n=n)[0][0]
@@ -321,6 +323,7 @@ def main() -> None:
     cu.add_argument("--n", type=int, default=256)
     cu.add_argument("--out", type=Path, default=Path("benchmarks/results/quality"))
     cu.add_argument("--threads", type=int, default=2)
+    cu.add_argument("--every", type=int, default=1, help="evaluate every k-th checkpoint (and the last)")
     sp = sub.add_parser("speed", help="seconds for n samples at 28², 56², 112² (medians; baseline: the same model at 28²)")
     sp.add_argument("--fsdiff", default="pretrained/mnist.pt")
     sp.add_argument("--n", type=int, default=64)
@@ -333,7 +336,7 @@ def main() -> None:
     elif args.cmd == "train":
         train_ddpm(args.budget_s, args.out, threads=args.threads)
     elif args.cmd == "curve":
-        time_to_quality(args.run, args.n, args.out, args.kind, args.threads)
+        time_to_quality(args.run, args.n, args.out, args.kind, args.threads, args.every)
     else:
         evaluate(args.ddpm, args.fsdiff, args.n, args.out, threads=args.threads)
 
