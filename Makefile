@@ -26,7 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Retrain the shipped score operators from their configs (59 min each; both run at once, one
+# Retrain the shipped score operators from their configs (40 and 50 min; both run at once, one
 # core each), export them to pretrained/ and print wall-clock and quality figures.
 pretrained: $(STAMP)
 	rm -rf runs/pretrained-mnist runs/pretrained-fashion
