@@ -6,9 +6,12 @@ Every public function that takes diffusion times as "a float or one per sample" 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["as_time", "per_sample", "batch_times", "positive_int"]
+__all__ = ["as_time", "per_sample", "batch_times", "check_times", "positive_int", "check_generator", "check_finite",
+           "check_float_dtype"]
 
 
 def as_time(t: torch.Tensor | float, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -49,6 +52,36 @@ def batch_times(
         raise ValueError(f"t has shape {tuple(t.shape)}; t must be a float or have shape {shape} "
                          "(one time per sample)")
     return t
+
+
+def check_times(t: torch.Tensor, T: float, what: str = "t") -> torch.Tensor:
+    """``t`` (any shape) must be finite and lie in ``[0, T]``; returns it. One reduction per call."""
+    lo, hi = float(t.min()), float(t.max())
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo >= 0.0 and hi <= T):
+        raise ValueError(f"{what} must lie in [0, T = {T}]; got values in [{lo}, {hi}]")
+    return t
+
+
+def check_generator(generator, what: str = "generator") -> None:
+    """``generator`` must be ``None`` or a ``torch.Generator`` (not a seed: pass ``torch.Generator().manual_seed(s)``)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{what} must be a torch.Generator or None; got {type(generator).__name__} "
+                        f"(for a seed s, pass torch.Generator().manual_seed(s))")
+
+
+def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
+    """``x`` must hold only finite values; one reduction per call."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{what} holds {bad} non-finite value(s) (NaN or Inf) out of {x.numel()}")
+    return x
+
+
+def check_float_dtype(dtype: torch.dtype, what: str = "dtype") -> torch.dtype:
+    """``dtype`` must be a real floating dtype (functions are real-valued)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{what} must be a floating torch dtype (torch.float32 or torch.float64); got {dtype!r}")
+    return dtype
 
 
 def positive_int(value, name: str = "n") -> int:

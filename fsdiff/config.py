@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .covariance import covariance_from_dict
+from .errors import ConfigError
 from .grid import Grid
 from .losses import TIME_SAMPLINGS, WEIGHTINGS
 
@@ -42,8 +43,6 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type, or out of range; the message names the key."""
 
 
 def _fail(key: str, msg: str) -> None:

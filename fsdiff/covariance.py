@@ -37,6 +37,8 @@ import scipy.special
 import torch
 
 from .grid import Grid
+from ._checks import check_finite as _check_finite
+from ._checks import check_float_dtype, check_generator
 
 __all__ = [
     "Covariance",
@@ -274,8 +276,10 @@ class Covariance:
         out[pos] = lam[pos] ** power
         return out
 
-    def apply(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
-        """``Q u``: ``(..., *grid.shape) -> (..., *grid.shape)``."""
+    def apply(self, u: torch.Tensor, grid: Grid, check_finite: bool = False) -> torch.Tensor:
+        """``Q u``: ``(..., *grid.shape) -> (..., *grid.shape)``; ``check_finite`` refuses NaN / Inf in ``u``."""
+        if check_finite:
+            _check_finite(u, "u")
         return grid.spectral_multiply(u, self._multiplier(grid, 1.0))
 
     def sqrt(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -322,6 +326,8 @@ class Covariance:
         """
         if n < 1 or channels < 1:
             raise ValueError(f"n and channels must be positive; got n={n}, channels={channels}")
+        check_float_dtype(dtype)
+        check_generator(generator)
         if device is None:
             device = generator.device if generator is not None else torch.device("cpu")
         device = torch.device(device)

@@ -32,6 +32,20 @@ __all__ = ["Grid", "resample", "subsample", "to_dataarray", "from_dataarray"]
 _AXIS_NAMES = ("x", "y", "z")
 
 
+def _integer_shape(shape) -> tuple[int, ...]:
+    """``shape`` (an integer or a sequence of integers) as a tuple; 16.5 or "16" is a GridError, not floored."""
+    from .errors import GridError
+
+    items = [shape] if not isinstance(shape, (Sequence, np.ndarray)) or isinstance(shape, str) else list(shape)
+    out = []
+    for n in items:
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer, float, np.floating)) \
+                or not float(n).is_integer():
+            raise GridError(f"Grid shape must be whole numbers of points per axis; got {shape!r}")
+        out.append(int(n))
+    return tuple(out)
+
+
 class Grid:
     """A periodic box ``[0, L)^d`` with ``N`` vertex-centred points per axis.
 
@@ -50,7 +64,7 @@ class Grid:
     """
 
     def __init__(self, shape: int | Sequence[int], length: float | Sequence[float] = 1.0):
-        shape_t = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
+        shape_t = _integer_shape(shape)
         if not 1 <= len(shape_t) <= 3:
             raise ValueError(f"Grid supports 1, 2 or 3 dimensions; got shape {shape_t}")
         if any(n < 2 for n in shape_t):

@@ -22,9 +22,16 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from .errors import CheckpointError, OutputError
+
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "CheckpointError",
+    "OutputError",
+    "check_writable",
+    "load_state",
+    "remove_orphans",
+    "TEMP_PATTERN",
     "atomic_write",
     "save_checkpoint",
     "load_checkpoint",
@@ -40,8 +47,6 @@ CHECKPOINT_FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("format_version", "config", "model", "step")
 
 
-class CheckpointError(ValueError):
-    """A file is not a readable fsdiff checkpoint."""
 
 
 def _umask() -> int:
@@ -54,23 +59,75 @@ def _umask() -> int:
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; on success rename it into place.
 
-    On any exception the temporary file is removed and ``path`` keeps its previous content.
-    The file gets the usual permissions (``0o666 & ~umask``), not ``mkstemp``'s 0600.
+    On any exception the temporary file is removed and ``path`` keeps its previous content; an
+    ``OSError`` (disk full, read-only file system, a file where a folder should be) becomes an
+    :class:`~fsdiff.errors.OutputError` naming ``path``. The file gets the usual permissions
+    (``0o666 & ~umask``), not ``mkstemp``'s 0600. Temporary names match :data:`TEMP_PATTERN`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _output_error(path, e) from None
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
+            raise _output_error(path, e) from None
         raise
+
+
+#: glob of the temporary files :func:`atomic_path` creates next to ``<stem><suffix>``
+TEMP_PATTERN = ".*.tmp*"
+
+
+def _output_error(path: Path, e: OSError) -> OutputError:
+    reason = e.strerror or str(e)
+    return OutputError(e.errno, f"cannot write {path}: {reason}")
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Refuse, before any expensive work, an output ``path`` that cannot be written.
+
+    The nearest existing ancestor folder must be a writable directory, and ``path`` itself must
+    not be a directory. Raises :class:`~fsdiff.errors.OutputError` naming the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(21, f"cannot write {path}: it is a directory")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(20, f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(13, f"cannot write {path}: {parent} is not writable")
+    return path
+
+
+def remove_orphans(folder: str | os.PathLike, stem_glob: str = "*") -> list[Path]:
+    """Delete temporary files that crashed atomic writes left in ``folder`` (fsdiff's own pattern only).
+
+    Only names ``.<stem>.<random>.tmp<suffix>`` with ``<stem>`` matching ``stem_glob`` are touched;
+    returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.glob(f".{stem_glob}.*.tmp*"):
+        if p.is_file():
+            p.unlink()
+            removed.append(p)
+    return removed
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True) -> Path:
@@ -100,6 +157,25 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Mapping[str, Any]) -> Path:
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
+def _load_failure(e: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in fsdiff's words (never torch's advice to unpickle code)."""
+    import re
+
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if m:
+        return f"it holds a pickled object ({m.group(1)}), not plain data"
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", text)
+    if m:
+        return f"unreadable pickle data ({m.group(1).strip()}): not a torch file, or a truncated one"
+    if isinstance(e, EOFError) or not text.strip():
+        return "the file is empty or truncated"
+    first = text.strip().splitlines()[0]
+    if "weights_only" in first:
+        first = "unreadable data"
+    return f"{type(e).__name__}: {first[:200]}"
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
@@ -112,7 +188,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means "not an fsdiff checkpoint"
-        raise CheckpointError(f"{path} is not an fsdiff checkpoint (torch.load failed: {type(e).__name__}: {e})") from None
+        reason = _load_failure(e)
+        raise CheckpointError(f"{path} is not an fsdiff checkpoint ({reason}); fsdiff reads only plain-data "
+                              "checkpoints it wrote itself") from None
     if not isinstance(data, dict) or any(k not in data for k in _REQUIRED_KEYS):
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path} is not an fsdiff checkpoint: expected keys {list(_REQUIRED_KEYS)}, found {keys}")
@@ -123,6 +201,38 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(model, dict) or "spec" not in model or "state_dict" not in model:
         raise CheckpointError(f"{path}: checkpoint 'model' entry must hold 'spec' and 'state_dict'")
     return data
+
+
+def load_state(module: torch.nn.Module, state_dict: Mapping[str, Any], path: str | os.PathLike,
+               stored_spec: Any = None, current_spec: Any = None) -> None:
+    """``module.load_state_dict(state_dict)``, or a :class:`CheckpointError` that says why not.
+
+    The message names the checkpoint, the missing and unexpected keys, the tensors whose shapes
+    differ, and the entries where the model spec stored with the weights differs from the
+    module's own (e.g. a changed ``model.width``).
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(k for k in set(own) & set(state_dict)
+                    if isinstance(state_dict[k], torch.Tensor) and tuple(own[k].shape) != tuple(state_dict[k].shape))
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"shape of {k}: checkpoint {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)}"
+                         + (f" (and {len(shapes) - 1} more)" if len(shapes) > 1 else ""))
+        if isinstance(stored_spec, dict) and isinstance(current_spec, dict):
+            diff = {k: (stored_spec.get(k), current_spec.get(k)) for k in sorted(set(stored_spec) | set(current_spec))
+                    if stored_spec.get(k) != current_spec.get(k)}
+            if diff:
+                parts.append("model spec differs: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
+        raise CheckpointError(f"{path}: the weights do not fit the model: " + "; ".join(parts))
+    module.load_state_dict(state_dict)
 
 
 # ------------------------------------------------------------------ JSON / CSV

@@ -35,7 +35,7 @@ from typing import Callable
 
 import torch
 
-from ._checks import batch_times
+from ._checks import batch_times, check_finite, check_generator, check_times
 from .grid import Grid
 from .sde import SDE
 
@@ -132,11 +132,13 @@ def dsm_loss(
     time_sampling, weighting, eps : see the module docstring.
     """
     grid.check(x0, "x0", min_leading=2)
+    check_finite(x0, "x0")
+    check_generator(generator)
     B = x0.shape[0]
     if t is None:
         t = sample_time(B, sde, generator, time_sampling, eps, device=x0.device)
     else:
-        t = batch_times(t, B, torch.float32, x0.device)
+        t = check_times(batch_times(t, B, torch.float32, x0.device), sde.T)
     if eta is None:
         x_t, eta = sde.perturb(x0, t, grid, generator=generator)
     else:

@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from ._checks import as_time, per_sample
+from ._checks import as_time, check_times, per_sample
 from .covariance import Covariance, covariance_from_dict
 from .grid import Grid
 
@@ -105,12 +105,13 @@ class SDE:
         ``x0``: ``(B, C, *grid.shape)``; ``t``: float or ``(B,)``. Noise is nested across grids.
         """
         self._check(x0, grid)
+        check_times(as_time(t), self.T)
         eta = self.covariance.sample(grid, x0.shape[0], x0.shape[1], generator=generator, dtype=x0.dtype, device=x0.device)
         return self.marginal(x0, t, eta), eta
 
     def marginal(self, x0: torch.Tensor, t, eta: torch.Tensor) -> torch.Tensor:
-        """``m(t) x0 + s(t) eta`` for given noise ``eta`` (same shape as ``x0``)."""
-        t = as_time(t, x0)
+        """``m(t) x0 + s(t) eta`` for given noise ``eta`` (same shape as ``x0``); ``t`` in ``[0, T]``."""
+        t = check_times(as_time(t, x0), self.T)
         return per_sample(self.mean_scale(t), x0) * x0 + per_sample(self.std(t), x0) * eta
 
     def prior_sample(

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import FsdiffError
 from .runtime import tune_allocator
 
 __all__ = ["main"]
@@ -16,14 +17,26 @@ __all__ = ["main"]
 def _set_threads(args: argparse.Namespace) -> None:
     import torch
 
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be a positive integer; got {threads}")
+        torch.set_num_threads(threads)
+
+
+def _check_outputs(*paths: Path) -> None:
+    """Refuse unwritable outputs before any expensive work (sampling, training)."""
+    from ..io import check_writable
+
+    for p in paths:
+        check_writable(p)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import format_demo_table, format_noise_table, noise_demo, train_sample_demo
 
     out = Path(args.out)
+    _check_outputs(out / "demo.png", out / "noise" / "noise.png", out / "mnist" / "digits.png")
     _download_if_asked(args, [] if args.data == "synthetic" else [args.data])
     t0 = time.perf_counter()
     table = noise_demo(out / "noise", resolutions=args.noise_resolutions, n=args.n_noise, seed=args.seed)
@@ -66,7 +79,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     _download_if_asked(args, _mnist_kinds(cfg.data.spec()))
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
-    ckpt = train_from_config(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+    _check_outputs(run_dir / "config.toml")
+    ckpt = train_from_config(cfg, run_dir, resume=args.resume, progress=not args.quiet, force_config=args.force_config)
     print(f"run directory: {run_dir}\nfinal checkpoint: {ckpt}")
     return 0
 
@@ -81,6 +95,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be at least 1; got {args.n}")
     model, sde, grid, cfg = load_run(args.run)
     shapes = [parse_resolution(r, grid.ndim) for r in (args.resolution or [grid.shape[0]])]
+    paths = output_paths(args.out, shapes)
+    _check_outputs(*paths, *(p.with_suffix(".png") for p in paths))
     from ..data import dataset_from_dict
 
     data_spec = cfg.data.spec()
@@ -100,6 +116,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    _check_outputs(out)
     path = export_run(args.run, out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB: EMA weights, config, SDE, data statistics)")
     return 0
@@ -128,6 +145,7 @@ def _cmd_invariance(args: argparse.Namespace) -> int:
     from ..eval.invariance import evaluate_invariance
 
     out = Path(args.out) if args.out else Path(args.run) / "invariance"
+    _check_outputs(out / "invariance.nc")
     evaluate_invariance(args.run, args.resolutions, n_samples=args.n, sampler=args.sampler, steps=args.steps,
                         seed=args.seed, out_dir=out, progress=not args.quiet)
     print(f"wrote {out}/invariance.nc, invariance.png, invariance.txt")
@@ -143,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     download = argparse.ArgumentParser(add_help=False)
     download.add_argument("--download", action="store_true",
                           help="download MNIST / Fashion-MNIST first if missing (into $FSDIFF_DATA_DIR or ~/.cache/fsdiff/data)")
@@ -172,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set training.steps=200 (repeatable)")
     t.add_argument("--run-dir", default=None, help="run directory (default: runs/<name>)")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    t.add_argument("--force-config", action="store_true",
+                   help="on --resume, accept config changes beyond steps / logging / checkpoint cadence")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("export", help="write a small pretrained-model file (EMA weights, config, statistics) from a run")
@@ -208,16 +229,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: failures the command reports in a line or two (exit status 2); anything else is a bug: traceback
+EXPECTED_ERRORS = (FsdiffError, ValueError, TypeError, KeyError, OSError, FloatingPointError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    tune_allocator()
-    _set_threads(args)
     try:
+        tune_allocator()
+        _set_threads(args)
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
-        print(f"fsdiff {args.command}: error: {e}", file=sys.stderr)
+    except EXPECTED_ERRORS as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"fsdiff {args.command}: error: {_describe(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"fsdiff {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _describe(e: BaseException) -> str:
+    """One line for the user: the message, with the kind of failure where the message alone is unclear."""
+    if isinstance(e, OSError) and not isinstance(e, FsdiffError):
+        what = f"{e.filename}: " if e.filename else ""
+        return f"{what}{e.strerror or e}"
+    if isinstance(e, KeyError):
+        return f"missing key {e}"
+    return str(e)
 
 
 if __name__ == "__main__":

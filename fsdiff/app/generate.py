@@ -27,11 +27,12 @@ __all__ = ["parse_resolution", "sample_run", "output_paths"]
 
 def parse_resolution(text: str | int, ndim: int) -> tuple[int, ...]:
     """``"64"`` -> ``(64,)*ndim``; ``"64x32"`` -> ``(64, 32)`` (must have ``ndim`` entries)."""
-    parts = [p for p in str(text).lower().split("x") if p]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"resolution {text!r} is not an integer or NxM") from None
+    import re
+
+    t = str(text).strip().lower()
+    if not re.fullmatch(r"\d+(x\d+)*", t):
+        raise ValueError(f"resolution {text!r} is not an integer N or NxM (e.g. 64 or 64x32)")
+    shape = tuple(int(p) for p in t.split("x"))
     if len(shape) == 1:
         shape = shape * ndim
     if len(shape) != ndim:

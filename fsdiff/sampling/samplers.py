@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .._checks import check_finite, check_float_dtype, check_generator
 from ..covariance import Covariance
 from ..grid import Grid, resample
 from ..parametrization import eta_to_x0
@@ -106,8 +107,8 @@ def _record_nodes(times: torch.Tensor, wanted: Sequence[float] | None) -> dict[i
 def _finish(x: torch.Tensor, what: str) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise FloatingPointError(
-            f"{what} produced non-finite values; the step is too large for the model's stiffness "
-            "(use more steps, time_grid='quadratic' or 'edm', or a larger eps)"
+            f"{what} produced non-finite values while the model's outputs stayed finite: the step is too large "
+            "for the model's stiffness (use more steps, time_grid='quadratic' or 'edm', or a larger eps)"
         )
     return x
 
@@ -193,6 +194,8 @@ def sample(
         raise ValueError("return_trajectory_at fills info['trajectory']: pass return_info=True as well")
     sampler = resolve_sampler(sampler, model)
     _check_common(sde, grid, n, channels, sampler, chunk_size, snr, corrector_steps)
+    check_float_dtype(dtype)
+    check_generator(generator)
     if sampler == "ode_gauss" and not (hasattr(model, "gaussian_statistics") and hasattr(model, "residual")):
         raise ValueError(f"sampler 'ode_gauss' needs a model with a Gaussian part (gaussian_statistics and residual, "
                          f"e.g. fsdiff.SpectralPreconditioner); got {type(model).__name__}: use sampler='ode'")
@@ -214,6 +217,7 @@ def sample(
         x = float(sde.std(times[0])) * sde.covariance.sample(grid, n, channels, generator=seeded(seeds[0], device), dtype=dtype, device=device)
     else:
         grid.check(x_init, "x_init", min_leading=2)
+        check_finite(x_init, "x_init")
         if tuple(x_init.shape) != (n, channels, *grid.shape):
             raise ValueError(f"x_init has shape {tuple(x_init.shape)}; expected {(n, channels, *grid.shape)}")
         x = x_init.to(device=device, dtype=dtype).clone()

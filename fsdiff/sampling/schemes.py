@@ -32,7 +32,20 @@ def evaluate(model, x: torch.Tensor, t: float, grid: Grid, chunk_size: int | Non
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"model returned {shape} for x_t of shape {tuple(x.shape)}; it must return eta_hat of the same shape")
+    if not bool(torch.isfinite(out).all()):
+        state = "a finite input" if bool(torch.isfinite(x).all()) else "a non-finite input"
+        raise FloatingPointError(f"the model returned non-finite values at t = {float(t):.4g} on {state} of shape "
+                                 f"{tuple(x.shape)}: check the model (its weights, or its inputs' range)")
     return out.to(x.dtype)
+
+
+def _check_step(x: torch.Tensor, sampler: str, i: int, times: torch.Tensor) -> None:
+    """Name the step at which the state went non-finite although every model output was finite."""
+    if not bool(torch.isfinite(x).all()):
+        raise FloatingPointError(
+            f"sampler {sampler!r} went non-finite at step {i + 1} of {times.numel() - 1} (t = {float(times[i]):.4g} -> "
+            f"{float(times[i + 1]):.4g}) although the model's outputs were finite: the step is too large for the "
+            "model's stiffness (use more steps, time_grid='quadratic' or 'edm', or a larger eps)")
 
 
 class Run:
@@ -107,6 +120,7 @@ class Run:
         for i in range(times.numel() - 1):
             t0, t1 = float(times[i]), float(times[i + 1])
             y = self.gauss_heun_step(y, t0, t1, coords)
+            _check_step(y, "ode_gauss", i, times)
             for key in record.get(i + 1, ()):
                 traj[key] = coords.to_x(y, t1)
             if self.pbar is not None:
@@ -133,6 +147,7 @@ class Run:
         for i in range(i0, i1):
             t0, t1 = float(times[i]), float(times[i + 1])
             x = step(self, x, t0, t1, grid, step_seeds[i])
+            _check_step(x, sampler, i, times)
             for key in record.get(i + 1, ()):
                 traj[key] = x.clone()
             if self.pbar is not None:

@@ -28,10 +28,12 @@ from torch import nn
 
 from .. import _seeds
 from ..config import TrainingConfig
-from ..io import load_checkpoint, save_checkpoint, write_csv, write_json
+from ..errors import OutputError, RunDirectoryError, TrainingDiverged
+from ..io import load_checkpoint, load_state, save_checkpoint, write_csv, write_json
 from ..plotting import plot_loss_curve
 from ..sde import SDE
 from .ema import EMA
+from .rundir import remove_run_orphans, resume_changes, run_lock
 from .multilevel import MultilevelSchedule, ValidationSet, draw_terms, term_loss
 from .schedule import lr_at
 
@@ -40,8 +42,6 @@ __all__ = ["TrainingDiverged", "make_generators", "latest_checkpoint", "train", 
 _CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 
 
-class TrainingDiverged(FloatingPointError):
-    """The loss or gradient became non-finite; the message names the step and the last good checkpoint."""
 
 
 def make_generators(seed: int) -> dict[str, torch.Generator]:
@@ -82,16 +82,22 @@ class _RunState:
         self.level_stats = {str(g.shape[0]): {"samples": 0, "wall_s": 0.0, "steps": 0} for g in schedule.grids}
         self.start = 0
         self.wall_total = 0.0
+        self.resumes: list[dict] = []  # config changes accepted on resume: {"step", "changes"}
         self.last_good: Path | None = None
 
-    def restore(self, path: Path) -> None:
-        """Continue from checkpoint ``path``: weights, EMA, optimiser, generators, metrics, step."""
+    def restore(self, path: Path, force_config: bool = False) -> None:
+        """Continue from checkpoint ``path``: weights, EMA, optimiser, generators, metrics, step.
+
+        The resume rules of :func:`~fsdiff.training.rundir.resume_changes` apply to the stored config;
+        allowed changes are recorded in the metrics (``resumes``).
+        """
         ck = load_checkpoint(path)
+        changes = resume_changes(ck["config"], self.cfg_dict, force_config)
         levels = [g.shape[0] for g in self.schedule.grids]
         saved = ck.get("schedule", {}).get("levels")
         if saved is not None and saved != levels:
             raise ValueError(f"cannot resume {path}: it was trained on levels {saved}, the schedule now has {levels}")
-        self.model.load_state_dict(ck["model"]["state_dict"])
+        load_state(self.model, ck["model"]["state_dict"], path, ck["model"].get("spec"), getattr(self.model, "spec", None))
         self.ema.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["optimizer"])
         for k, g in self.gens.items():
@@ -100,6 +106,9 @@ class _RunState:
         self.history = list(ck["metrics"]["history"])
         self.level_stats = ck["metrics"]["levels"]
         self.wall_total = float(ck["metrics"]["wall_s"])
+        self.resumes = list(ck["metrics"].get("resumes", []))
+        if changes:
+            self.resumes.append({"step": self.start, "changes": changes})
         self.last_good = path
 
     def save(self, step: int) -> Path:
@@ -111,11 +120,16 @@ class _RunState:
             "optimizer": self.opt.state_dict(),
             "step": step,
             "rng": {k: g.get_state() for k, g in self.gens.items()},
-            "metrics": {"history": self.history, "levels": self.level_stats, "wall_s": self.wall_total},
+            "metrics": {"history": self.history, "levels": self.level_stats, "wall_s": self.wall_total,
+                        **({"resumes": self.resumes} if self.resumes else {})},
             "sde": self.sde.to_dict(),
             "schedule": self.schedule.to_dict(),
         }
-        path = save_checkpoint(self.ckpt_dir / f"step_{step:08d}.pt", ck)
+        try:
+            path = save_checkpoint(self.ckpt_dir / f"step_{step:08d}.pt", ck)
+        except OutputError as e:
+            raise OutputError(e.errno, f"{e.strerror} (checkpoint of step {step}; the last good checkpoint "
+                                       f"{self.last_good} is intact)") from None
         old = sorted(p for p in self.ckpt_dir.iterdir() if _CKPT_RE.match(p.name))
         for p in old[:-self.config.keep_checkpoints]:
             p.unlink()
@@ -126,7 +140,8 @@ class _RunState:
         history = self.history
         write_csv(self.run_dir / "metrics.csv", history)
         summary = {"steps": history[-1]["step"] if history else 0, "wall_s": self.wall_total, "levels": self.level_stats,
-                   "schedule": self.schedule.to_dict(), "history": history}
+                   "schedule": self.schedule.to_dict(), "history": history,
+                   **({"resumes": self.resumes} if self.resumes else {})}
         vals = [r for r in history if any(k.startswith("val_loss_") for k in r)]
         if vals:
             summary["final_validation"] = {k: v for k, v in vals[-1].items() if k.startswith("val_loss_")}
@@ -193,6 +208,7 @@ def train(
     stop_at: int | None = None,
     restrict_from_finest: bool = False,
     callback: Callable[[dict], None] | None = None,
+    force_config: bool = False,
 ) -> dict:
     """Train ``model`` (in place) for ``config.steps`` optimiser steps; returns a summary dict.
 
@@ -206,11 +222,19 @@ def train(
     stop_at : stop (with a checkpoint) after this many steps, without changing the schedule.
     callback : called with each logged metrics row; returning True stops training after that step
         (with a checkpoint), e.g. once a validation target is reached.
+    force_config : on resume, accept changes outside :data:`~fsdiff.training.rundir.RESUMABLE_FIELDS`.
 
-    Raises :class:`TrainingDiverged` on a non-finite loss or gradient, naming the step; the
-    last checkpoint written is left untouched.
+    The run directory is locked while training (:func:`~fsdiff.training.rundir.run_lock`) and
+    leftovers of crashed writes are removed first. Raises :class:`TrainingDiverged` on a non-finite
+    loss or gradient, naming the step; the last checkpoint written is left untouched.
     """
-    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        return _train_locked(model, sde, dataset, schedule, config, Path(run_dir), run_config, resume, progress,
+                             stop_at, restrict_from_finest, callback, force_config)
+
+
+def _train_locked(model, sde, dataset, schedule, config, run_dir: Path, run_config, resume, progress, stop_at,
+                  restrict_from_finest, callback, force_config) -> dict:
     grids = schedule.grids
     state = _RunState(model, sde, schedule, config, run_dir,
                       run_config if run_config is not None else {"training": _asdict(config)})
@@ -218,9 +242,10 @@ def train(
     if resume:
         if existing is None:
             raise FileNotFoundError(f"cannot resume: no checkpoints in {state.ckpt_dir}")
-        state.restore(existing)
+        state.restore(existing, force_config)
     elif existing is not None:
-        raise FileExistsError(f"{run_dir} already holds checkpoints ({existing.name}); resume, or use a new run directory")
+        raise RunDirectoryError(f"{run_dir} already holds checkpoints ({existing.name}); resume, or use a new run directory")
+    remove_run_orphans(run_dir)
 
     val = ValidationSet(dataset, grids, sde, config.n_val, config.val_seed, "uniform", config.eps)
     end = config.steps if stop_at is None else min(int(stop_at), config.steps)

@@ -10,10 +10,12 @@ from torch import nn
 from .._seeds import STATISTICS, derived
 from ..config import RunConfig, config_from_dict
 from ..grid import Grid
-from ..io import load_checkpoint, save_checkpoint, write_toml
+from ..errors import RunDirectoryError
+from ..io import load_checkpoint, load_state, save_checkpoint, write_toml
 from ..sde import SDE, sde_from_dict
 from .loop import latest_checkpoint, train
 from .multilevel import MultilevelSchedule, hierarchy
+from .rundir import resume_changes, run_lock
 
 __all__ = ["PRETRAINED_KIND", "data_statistics", "train_from_config", "resolve_checkpoint", "load_run", "export_run"]
 
@@ -68,25 +70,39 @@ def data_statistics(dataset, grid: Grid, n: int, extrapolation: str = "zero", se
     return stats.fit_dataset(dataset, int(n), derived(seed, STATISTICS))
 
 
-def train_from_config(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+def train_from_config(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+                      force_config: bool = False) -> Path:
     """Build grid, SDE, data set, model and schedule from ``cfg`` and train into ``run_dir``.
 
     Writes ``config.toml``, ``checkpoints/``, ``metrics.csv``, ``metrics.json``, ``loss.png``;
     returns the path of the final checkpoint. Model initialisation uses ``training.seed`` (the
     global RNG is forked and restored).
+
+    Safety (:mod:`fsdiff.training.rundir`): the run directory is locked for the whole call; every
+    check (checkpoints present without ``resume``, none with it, the resume rules for a changed
+    config) passes before anything is written; ``config.toml`` is rewritten on resume only when
+    allowed fields changed (the change is also recorded in the metrics).
     """
     run_dir = Path(run_dir)
-    grid, sde, dataset, model = _build(cfg)
-    ml = cfg.multilevel
-    grids = hierarchy(grid, ml.levels or None)
-    schedule = MultilevelSchedule(grids, ml.schedule, fractions=ml.fractions or None,
-                                  probabilities=ml.probabilities or None, samples=ml.samples or None, level=ml.level)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_toml(run_dir / "config.toml", cfg.to_dict())
-    train(model, sde, dataset, schedule, cfg.training, run_dir, run_config=cfg.to_dict(), resume=resume,
-          progress=progress, restrict_from_finest=ml.restrict_from_finest)
-    path = latest_checkpoint(run_dir)
+    new = cfg.to_dict()
+    with run_lock(run_dir):
+        existing = latest_checkpoint(run_dir)
+        if resume and existing is None:
+            raise FileNotFoundError(f"cannot resume: no checkpoints in {run_dir / 'checkpoints'}")
+        if not resume and existing is not None:
+            raise RunDirectoryError(f"{run_dir} already holds checkpoints ({existing.name}); pass --resume to "
+                                    "continue it, or use a new run directory")
+        changes = resume_changes(load_checkpoint(existing)["config"], new, force_config) if resume else {}
+        grid, sde, dataset, model = _build(cfg)
+        ml = cfg.multilevel
+        grids = hierarchy(grid, ml.levels or None)
+        schedule = MultilevelSchedule(grids, ml.schedule, fractions=ml.fractions or None,
+                                      probabilities=ml.probabilities or None, samples=ml.samples or None, level=ml.level)
+        if not resume or changes:
+            write_toml(run_dir / "config.toml", new)
+        train(model, sde, dataset, schedule, cfg.training, run_dir, run_config=new, resume=resume,
+              progress=progress, restrict_from_finest=ml.restrict_from_finest, force_config=force_config)
+        path = latest_checkpoint(run_dir)
     assert path is not None
     return path
 
@@ -119,7 +135,7 @@ def load_run(run_dir_or_ckpt: str | Path) -> tuple[nn.Module, SDE, Grid, RunConf
     cfg = config_from_dict(ck["config"])
     model = build_model(spec)
     state = ck["ema"]["state_dict"] if ck.get("ema") else ck["model"]["state_dict"]
-    model.load_state_dict(state)
+    load_state(model, state, p, spec, getattr(model, "spec", None))
     model.eval()
     sde = sde_from_dict(ck["sde"]) if "sde" in ck else cfg.sde.build()
     return model, sde, cfg.grid.build(), cfg
