@@ -105,13 +105,15 @@ class SDE:
         ``x0``: ``(B, C, *grid.shape)``; ``t``: float or ``(B,)``. Noise is nested across grids.
         """
         self._check(x0, grid)
-        check_times(as_time(t), self.T)
+        t = check_times(as_time(t, x0), self.T)  # before drawing: a refused call consumes no randomness
         eta = self.covariance.sample(grid, x0.shape[0], x0.shape[1], generator=generator, dtype=x0.dtype, device=x0.device)
-        return self.marginal(x0, t, eta), eta
+        return self._marginal(x0, t, eta), eta
 
     def marginal(self, x0: torch.Tensor, t, eta: torch.Tensor) -> torch.Tensor:
         """``m(t) x0 + s(t) eta`` for given noise ``eta`` (same shape as ``x0``); ``t`` in ``[0, T]``."""
-        t = check_times(as_time(t, x0), self.T)
+        return self._marginal(x0, check_times(as_time(t, x0), self.T), eta)
+
+    def _marginal(self, x0: torch.Tensor, t: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         return per_sample(self.mean_scale(t), x0) * x0 + per_sample(self.std(t), x0) * eta
 
     def prior_sample(

@@ -150,8 +150,8 @@ class _RunState:
             plot_loss_curve(history, self.run_dir / "loss.png",
                             title=f"{self.schedule.kind} on {[g.shape[0] for g in self.schedule.grids]}")
 
-    def gradient_step(self, step: int, dataset: Any, restrict_from_finest: bool) -> tuple[float, float, Any]:
-        """One optimiser step at ``step`` (0-based): ``(loss, gradient norm, level name)``.
+    def gradient_step(self, step: int, dataset: Any, restrict_from_finest: bool) -> tuple[float, float, float, Any]:
+        """One optimiser step at ``step`` (0-based): ``(loss, gradient norm, learning rate, level name)``.
 
         Raises :class:`TrainingDiverged` (after writing the metrics) on a non-finite loss or gradient.
         """
@@ -191,7 +191,7 @@ class _RunState:
         level_name = "mlmc" if self.schedule.kind == "mlmc" else grids[terms[0].level].shape[0]
         if self.schedule.kind != "mlmc":
             self.level_stats[str(level_name)]["steps"] += 1
-        return loss, float(gnorm), level_name
+        return loss, float(gnorm), lr, level_name
 
 
 def train(
@@ -253,8 +253,7 @@ def _train_locked(model, sde, dataset, schedule, config, run_dir: Path, run_conf
     with _progress(progress, config.steps, state.start) as bar:
         for step in range(state.start, end):
             t_step = time.perf_counter()
-            lr = lr_at(step, config)
-            loss, gnorm, level_name = state.gradient_step(step, dataset, restrict_from_finest)
+            loss, gnorm, lr, level_name = state.gradient_step(step, dataset, restrict_from_finest)
             done = step + 1
             state.wall_total += time.perf_counter() - t_step
             row = {"step": done, "level": level_name, "loss": loss, "lr": lr, "grad_norm": gnorm, "wall_s": state.wall_total}
