@@ -27,6 +27,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ._checks import check_finite
+
 __all__ = ["Grid", "resample", "subsample", "to_dataarray", "from_dataarray"]
 
 _AXIS_NAMES = ("x", "y", "z")
@@ -217,8 +219,8 @@ class Grid:
             raise ValueError(
                 f"{name} has shape {tuple(u.shape)} but the grid {self!r} expects {lead}{', '.join(map(str, self._shape))})"
             )
-        if finite and not torch.isfinite(u).all():
-            raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+        if finite:
+            check_finite(u, name)
         return u
 
     # ------------------------------------------------------------ quadrature
@@ -282,7 +284,7 @@ def resample(u: torch.Tensor, src: Grid, dst: Grid) -> torch.Tensor:
         raise ValueError(f"cannot resample between {src.ndim}-D {src!r} and {dst.ndim}-D {dst!r}")
     if not np.allclose(src.length, dst.length, rtol=1e-12, atol=0):
         raise ValueError(f"grids describe different domains: lengths {src.length} vs {dst.length}")
-    src.check(u, min_leading=0)
+    src.check(u, min_leading=0, finite=True)
     if src == dst:
         return u
     u_hat = src.rfft(u)

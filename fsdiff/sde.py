@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from ._checks import as_time, check_times, per_sample
+from ._checks import as_time, check_finite, check_times, per_sample
 from .covariance import Covariance, covariance_from_dict
 from .grid import Grid
 
@@ -105,6 +105,7 @@ class SDE:
         ``x0``: ``(B, C, *grid.shape)``; ``t``: float or ``(B,)``. Noise is nested across grids.
         """
         self._check(x0, grid)
+        check_finite(x0, "x0")
         t = check_times(as_time(t, x0), self.T)  # before drawing: a refused call consumes no randomness
         eta = self.covariance.sample(grid, x0.shape[0], x0.shape[1], generator=generator, dtype=x0.dtype, device=x0.device)
         return self._marginal(x0, t, eta), eta

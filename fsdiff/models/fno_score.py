@@ -141,7 +141,7 @@ class FNOScore(nn.Module):
             raise TypeError(f"grid must be an fsdiff.Grid, got {type(grid).__name__}")
         if grid.ndim != self.ndim:
             raise ValueError(f"model works in {self.ndim}-D (modes={self.modes}) but the grid {grid!r} is {grid.ndim}-D")
-        grid.check(x_t, "x_t", min_leading=2)
+        grid.check(x_t, "x_t", min_leading=2, finite=True)
         if x_t.ndim != grid.ndim + 2 or x_t.shape[1] != self.in_channels:
             raise ValueError(
                 f"x_t has shape {tuple(x_t.shape)}; expected (batch, {self.in_channels}, {', '.join(map(str, grid.shape))})"

@@ -196,7 +196,7 @@ class UNOScore(nn.Module):
         """``x_t (B, C, *grid.shape)``, ``t (B,)``, ``cond (B, cond_channels, *grid.shape)`` -> ``(B, C, *grid.shape)``."""
         if not isinstance(grid, Grid):
             raise TypeError(f"grid must be an fsdiff.Grid, got {type(grid).__name__}")
-        grid.check(x_t, "x_t", min_leading=2)
+        grid.check(x_t, "x_t", min_leading=2, finite=True)
         if x_t.ndim != 4 or x_t.shape[1] != self.in_channels:
             raise ValueError(f"x_t has shape {tuple(x_t.shape)}; expected (batch, {self.in_channels}, {', '.join(map(str, grid.shape))})")
         parts = [x_t]

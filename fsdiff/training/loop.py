@@ -236,6 +236,7 @@ def train(
 def _train_locked(model, sde, dataset, schedule, config, run_dir: Path, run_config, resume, progress, stop_at,
                   restrict_from_finest, callback, force_config) -> dict:
     grids = schedule.grids
+    sde.check_noise(grids[-1].ndim)
     state = _RunState(model, sde, schedule, config, run_dir,
                       run_config if run_config is not None else {"training": _asdict(config)})
     existing = latest_checkpoint(run_dir)

@@ -30,6 +30,7 @@ def _build(cfg: RunConfig):
 
     grid = cfg.grid.build()
     sde = cfg.sde.build()
+    sde.check_noise(grid.ndim)  # white noise in 2-D is refused here, before any file is written
     dataset = dataset_from_dict(cfg.data.spec())
     spec = cfg.model.spec(in_channels=int(getattr(dataset, "channels", 1)))
     output = spec.pop("output", "eta")

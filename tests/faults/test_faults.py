@@ -126,3 +126,65 @@ def test_config_error_is_a_fsdiff_error():
     with pytest.raises(ConfigError):
         fd.load_config(CONFIGS_DIR / "synthetic.toml", ["training.stepz=3"])
     assert issubclass(RunDirectoryError, FileExistsError) and issubclass(OutputError, OSError)
+
+
+def test_kill_minus_9_then_resume_is_bit_identical(tmp_path):
+    """SIGKILL a real ``fsdiff train`` process twice at random moments (also mid-checkpoint), resume."""
+    import random
+    import signal
+    import time
+
+    long = [o for o in TINY if not o.startswith(("training.steps", "training.checkpoint_every"))]
+    long += ["training.steps=14", "training.checkpoint_every=1", "training.keep_checkpoints=30"]
+    ref = tmp_path / "ref"
+    assert _train(ref, tiny=long) == 0
+    run, rng = tmp_path / "run", random.Random(0)
+    cmd = [sys.executable, "-m", "fsdiff", "train", str(CONFIGS_DIR / "synthetic.toml"), "--run-dir", str(run),
+           "--quiet", "--threads", "1"] + [a for o in long for a in ("--set", o)]
+    for attempt in range(2):
+        p = subprocess.Popen(cmd + (["--resume"] if attempt else []), cwd=REPO_ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        n_before = len(list((run / "checkpoints").glob("step_*.pt"))) if (run / "checkpoints").is_dir() else 0
+        while time.monotonic() < deadline and p.poll() is None:  # wait for one new checkpoint, then a random moment
+            if (run / "checkpoints").is_dir() and len(list((run / "checkpoints").glob("step_*.pt"))) > n_before:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.05))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed: make it longer"
+    assert _train(run, "--resume", tiny=long) == 0  # the lock of the killed process does not block
+    a = fd.load_checkpoint(ref / "checkpoints" / "step_00000014.pt")
+    b = fd.load_checkpoint(run / "checkpoints" / "step_00000014.pt")
+    for part in ("model", "ema"):
+        for k, v in a[part]["state_dict"].items():
+            assert torch.equal(v, b[part]["state_dict"][k]), (part, k)
+    assert not [p.name for p in run.rglob("*.tmp*")]
+
+
+def test_non_finite_inputs_and_white_noise_are_refused(tmp_path):
+    g = fd.Grid((16, 16))
+    nan = torch.full((2, 1, 16, 16), float("nan"))
+    with pytest.raises(ValueError, match="x0 holds 512 non-finite"):
+        fd.VPSDE(fd.Matern()).perturb(nan, 0.5, g)
+    with pytest.raises(ValueError, match="u holds 512 non-finite"):
+        fd.resample(nan, g, fd.Grid((32, 32)))
+    model = fd.models.FNOScore(modes=(3, 3), width=8, n_layers=1)
+    with pytest.raises(ValueError, match="x_t holds 512 non-finite"):
+        model(nan, torch.full((2,), 0.5), g)
+    run = tmp_path / "white"
+    assert _train(run, tiny=TINY + ['sde.covariance={type="white"}']) == 2  # not trace class in 2-D
+    assert not (run / "config.toml").exists() and not (run / "checkpoints").exists()
+
+
+def test_fault_probe_library_and_cli_cases(tmp_path):
+    """The in-process part of ``tools/fault_probe.py`` (the full 67-case probe takes about a minute)."""
+    sys.path.insert(0, str(REPO_ROOT / "tools"))
+    try:
+        import fault_probe
+    finally:
+        sys.path.pop(0)
+    rows = fault_probe.run_all(tmp_path, groups=("api", "cli", "checkpoints"))
+    assert len(rows) >= 30
+    assert [(w, o.detail) for _, w, o, _ in rows if o.verdict != "ok"] == []
