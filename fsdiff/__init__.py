@@ -40,7 +40,7 @@ from .training import load_run, train, train_from_config
 __version__ = "0.1.0"
 
 #: the role-named subpackages, imported on first attribute access (``fsdiff.eval`` ...)
-SUBPACKAGES = ("app", "data", "eval", "models", "points", "sampling", "sno", "training")
+SUBPACKAGES = ("app", "conditional", "data", "eval", "models", "points", "sampling", "sno", "training")
 
 __all__ = [
     # grids and noise

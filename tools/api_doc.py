@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 PACKAGES = ("fsdiff", "fsdiff.data", "fsdiff.models", "fsdiff.sampling", "fsdiff.training", "fsdiff.eval",
-            "fsdiff.points", "fsdiff.sno")
+            "fsdiff.points", "fsdiff.sno", "fsdiff.conditional")
 OUT = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 

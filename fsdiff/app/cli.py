@@ -110,6 +110,45 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _conditional(args: argparse.Namespace, make_condition) -> int:
+    """Shared part of ``superres`` and ``inpaint``: load, check outputs, build the condition, sample, write."""
+    from ..grid import Grid
+    from ..training import load_run
+    from .condition import condition_run, read_field
+    from .generate import parse_resolution
+
+    if args.steps < 1 or args.n < 1:
+        raise ValueError(f"--steps and --n must be at least 1; got {args.steps}, {args.n}")
+    out = Path(args.out)
+    if out.suffix != ".nc":
+        raise ValueError(f"--out must end in .nc; got {out}")
+    _check_outputs(out, out.with_suffix(".png"))
+    model, sde, grid, _ = load_run(args.run)
+    u, obs_grid = read_field(args.input, grid.length)
+    target = Grid(parse_resolution(args.resolution, grid.ndim) if args.resolution else obs_grid.shape, grid.length)
+    condition = make_condition(u, obs_grid, target)
+    condition_run(model, sde, target, condition, u, obs_grid, args.n, args.steps, args.seed, out, args.chunk_size,
+                  not args.quiet, {"checkpoint": str(args.run), "input": str(args.input)})
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def _cmd_superres(args: argparse.Namespace) -> int:
+    from ..conditional import LowModes
+
+    return _conditional(args, lambda u, g, target: LowModes(u, g))
+
+
+def _cmd_inpaint(args: argparse.Namespace) -> int:
+    from ..conditional import Mask
+    from .condition import read_mask
+
+    def make(u, g, target):
+        return Mask(read_mask(args.mask, g.shape, g.length), u[0], args.noise_std, g)
+
+    return _conditional(args, make)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from ..training import export_run
 
@@ -216,6 +255,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-size", type=int, default=16, help="model evaluations per micro-batch")
     s.add_argument("--out", default="samples.nc", help="netCDF path; several resolutions get _<N> suffixes")
     s.set_defaults(func=_cmd_sample)
+
+    for name, helptext in (("superres", "super-resolve a coarse field: exact on its Fourier modes, at any finer grid"),
+                           ("inpaint", "complete an image where a mask is False (guided by the observed pixels)")):
+        c = sub.add_parser(name, parents=[common], help=helptext)
+        c.add_argument("run", help="run directory or checkpoint file (e.g. pretrained/mnist.pt)")
+        c.add_argument("--input", required=True, help="the observation: .nc (first variable) or grey-scale .png")
+        if name == "inpaint":
+            c.add_argument("--mask", required=True, help=".png or .nc of the input's shape: > 0.5 where observed")
+            c.add_argument("--noise-std", type=float, default=0.05, help="observation noise std (default 0.05)")
+        c.add_argument("--resolution", default=None, metavar="N|NxM",
+                       help="target grid (default: the input's; superres needs one at least as fine)")
+        c.add_argument("--n", type=int, default=16, help="samples")
+        c.add_argument("--steps", type=int, default=100, help="reverse-SDE steps (default 100)")
+        c.add_argument("--seed", type=int, default=0)
+        c.add_argument("--chunk-size", type=int, default=16, help="model evaluations per micro-batch")
+        c.add_argument("--out", default=f"{name}.nc", help="netCDF path; a PNG (input, samples, std) goes beside it")
+        c.set_defaults(func=_cmd_superres if name == "superres" else _cmd_inpaint)
 
     v = sub.add_parser("invariance", parents=[common], help="evaluate a trained run at several resolutions against reference data")
     v.add_argument("run", help="run directory or checkpoint file")

@@ -95,3 +95,44 @@ def test_corrupted_or_foreign_pt_gets_a_clear_error(tmp_path, capsys):
     assert main(["export", str(foreign), "--out", str(tmp_path / "y.pt")]) == 2
     assert "not an fsdiff checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "y.pt").exists()
+
+
+def test_superres_and_inpaint_commands(tmp_path, capsys, single_thread):
+    """``fsdiff superres`` / ``inpaint`` on the shipped MNIST model: netCDF + PNG, exact coarse modes, clear errors."""
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    import fsdiff as fd
+    from fsdiff._paths import PRETRAINED_DIR
+
+    pre = str(PRETRAINED_DIR / "mnist.pt")
+    yy, xx = np.mgrid[0:14, 0:14]
+    coarse = np.exp(-((xx - 7) ** 2 / 4 + (yy - 7) ** 2 / 20))  # a blurred vertical stroke
+    mpimg.imsave(tmp_path / "coarse.png", coarse, cmap="gray", vmin=0, vmax=1)
+    out = tmp_path / "sr.nc"
+    assert main(["superres", pre, "--input", str(tmp_path / "coarse.png"), "--resolution", "28", "--n", "2",
+                 "--steps", "3", "--out", str(out), "--quiet"]) == 0
+    assert out.exists() and out.with_suffix(".png").exists()
+    s = torch.as_tensor(xr.open_dataset(out)["samples"].values)
+    assert s.shape == (2, 1, 28, 28)
+    obs = fd.resample(torch.as_tensor(mpimg.imread(tmp_path / "coarse.png")[..., :3].mean(-1), dtype=torch.float64)[None],
+                      fd.Grid((14, 14)), fd.Grid((14, 14)))
+    restricted = fd.resample(s.double(), fd.Grid((28, 28)), fd.Grid((14, 14)))
+    assert float((restricted - fd.resample(fd.resample(obs, fd.Grid((14, 14)), fd.Grid((28, 28))), fd.Grid((28, 28)),
+                                           fd.Grid((14, 14)))).abs().max()) < 1e-5
+    img = np.kron(coarse, np.ones((2, 2)))
+    mpimg.imsave(tmp_path / "img.png", img, cmap="gray", vmin=0, vmax=1)
+    mask = np.zeros((28, 28))
+    mask[:, :14] = 1
+    mpimg.imsave(tmp_path / "mask.png", mask, cmap="gray", vmin=0, vmax=1)
+    assert main(["inpaint", pre, "--input", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"), "--n", "2",
+                 "--steps", "3", "--out", str(tmp_path / "ip.nc"), "--quiet"]) == 0
+    assert (tmp_path / "ip.png").exists()
+    capsys.readouterr()
+    assert main(["superres", pre, "--input", str(tmp_path / "img.png"), "--resolution", "14", "--out", str(tmp_path / "x.nc")]) == 2
+    assert "finer than the target" in capsys.readouterr().err
+    assert main(["inpaint", pre, "--input", str(tmp_path / "img.png"), "--mask", str(tmp_path / "coarse.png"),
+                 "--out", str(tmp_path / "x.nc")]) == 2
+    assert "has shape (14, 14)" in capsys.readouterr().err
+    assert main(["superres", pre, "--input", str(tmp_path / "nope.png"), "--out", str(tmp_path / "x.nc")]) == 2
+    assert not (tmp_path / "x.nc").exists()
