@@ -19,7 +19,9 @@
 
 * **decoder** ``MLP([code, x, time-embedding(t)]) -> eta_hat (.., dim)``, the predicted noise
   ``z`` in ``x_t = m(t) x_0 + s(t) z``; the score is ``-eta_hat / s(t)``
-  (:func:`fsdiff.sno.sno_point_score`).
+  (:func:`fsdiff.sno.sno_point_score`). With ``conditioning="film"`` the code also sets a
+  per-channel scale and shift of every hidden layer, ``h <- SiLU(W h) * (1 + gamma_l(code)) +
+  beta_l(code)`` (FiLM), so the distribution reaches every layer, not only the input.
 
 ``model.spec`` is a plain dict (``"type": "sno"``), rebuilt by :func:`build_sno`. It is not a
 function-space score model (its call is ``decode(code, x, t)`` on points), so it is not in
@@ -81,6 +83,9 @@ class ScoreNeuralOperator(nn.Module):
     code_dim : size of the code (ignored for ``"none"``).
     hidden, decoder_layers : decoder MLP width and number of hidden layers.
     time_embed_dim, time_max_freq : sinusoidal embedding of ``t`` (used as is, ``t`` in ``[0, 1]``).
+    conditioning : ``"concat"`` (the code joins the decoder's input only) or ``"film"`` (also a
+        scale and shift of every hidden layer, from the code; zero-initialised, so training starts
+        from the concat model).
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class ScoreNeuralOperator(nn.Module):
         decoder_layers: int = 3,
         time_embed_dim: int = 32,
         time_max_freq: float = 100.0,
+        conditioning: str = "concat",
     ):
         super().__init__()
         if encoder not in _ENCODERS:
@@ -109,6 +115,8 @@ class ScoreNeuralOperator(nn.Module):
                             ("decoder_layers", decoder_layers, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}")
+        if conditioning not in ("concat", "film"):
+            raise ValueError(f"conditioning must be 'concat' or 'film'; got {conditioning!r}")
         if pooling not in ("weighted", "mean"):
             raise ValueError(f"pooling must be 'weighted' or 'mean'; got {pooling!r}")
         self.pooling = pooling
@@ -131,6 +139,11 @@ class ScoreNeuralOperator(nn.Module):
             self.proto_mlp = _mlp([prototype_dim, hidden, hidden, code_dim])
         self.time_embed = SinusoidalTimeEmbedding(self.time_embed_dim, self.time_max_freq)
         self.decoder = _mlp([self.code_dim + dim + self.time_embed_dim] + [hidden] * decoder_layers + [dim])
+        self.conditioning = conditioning if self.code_dim else "concat"
+        if self.conditioning == "film":
+            self.film = nn.Linear(self.code_dim, 2 * hidden * decoder_layers)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
     @property
     def spec(self) -> dict:
@@ -140,7 +153,7 @@ class ScoreNeuralOperator(nn.Module):
                 "positional_freqs": self.positional_freqs, "pooling": self.pooling, "prototype_dim": self.prototype_dim,
                 "code_dim": self._code_dim_arg, "hidden": self.hidden,
                 "decoder_layers": self.decoder_layers, "time_embed_dim": self.time_embed_dim,
-                "time_max_freq": self.time_max_freq}
+                "time_max_freq": self.time_max_freq, "conditioning": self.conditioning}
 
     # ------------------------------------------------------------------ encoder
     def encode(self, u: torch.Tensor | None, grid: Grid | None = None) -> torch.Tensor:
@@ -200,7 +213,15 @@ class ScoreNeuralOperator(nn.Module):
             raise ValueError(f"code must be ({B} or 1, {self.code_dim}); got {tuple(code.shape)}")
         c = code.to(x.dtype)[:, None].expand(B, P, self.code_dim)
         temb = self.time_embed(t.reshape(-1)).reshape(B, P, -1)
-        out = self.decoder(torch.cat([c, x, temb], dim=-1))
+        h = torch.cat([c, x, temb], dim=-1)
+        if self.conditioning == "concat":
+            out = self.decoder(h)
+        else:  # Linear, SiLU pairs of the hidden layers, each followed by the code's scale and shift
+            film = self.film(code.to(x.dtype))[:, None].chunk(2 * self.decoder_layers, dim=-1)  # (B|1, 1, hidden) each
+            layers = list(self.decoder)
+            for l in range(self.decoder_layers):
+                h = layers[2 * l + 1](layers[2 * l](h)) * (1 + film[2 * l]) + film[2 * l + 1]
+            out = layers[-1](h)
         return out[:, 0] if single else out
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, u: torch.Tensor | None = None,

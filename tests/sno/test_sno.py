@@ -92,3 +92,33 @@ def test_short_training_beats_unconditional_on_unseen_mixture():
     x = sample_points(sno_point_score(sno, SDE, u=kme.exact_gmm(mix), grid=kme.grid), SDE, 64, 2, steps=20,
                       generator=torch.Generator().manual_seed(3))
     assert x.shape == (64, 2) and torch.isfinite(x).all()
+
+
+def test_film_decoder_starts_as_the_concat_decoder_and_reaches_every_layer():
+    torch.manual_seed(0)
+    film = ScoreNeuralOperator(encoder="prototype", prototype_dim=3, code_dim=8, hidden=16, decoder_layers=3,
+                               conditioning="film").double()
+    concat = build_sno({**film.spec, "conditioning": "concat"}).double()
+    concat.load_state_dict({k: v for k, v in film.state_dict().items() if not k.startswith("film.")})
+    code, x = film.encode(torch.randn(4, 3, dtype=torch.float64)), torch.randn(4, 5, 2, dtype=torch.float64)
+    torch.testing.assert_close(film.decode(code, x, 0.3), concat.decode(code, x, 0.3))  # zero-initialised FiLM
+    with torch.no_grad():
+        film.film.weight.normal_()
+    assert not torch.allclose(film.decode(code, x, 0.3), concat.decode(code, x, 0.3))
+    assert build_sno(film.spec).conditioning == "film"
+    with pytest.raises(ValueError, match="conditioning"):
+        ScoreNeuralOperator(conditioning="add")
+
+
+def test_log_mix_time_density_puts_more_points_at_small_t():
+    from fsdiff.sno.training import draw_times
+
+    g = torch.Generator().manual_seed(0)
+    t_uni = draw_times((20000,), 1.0, 1e-3, g)
+    t_log = draw_times((20000,), 1.0, 1e-3, g, density="log_mix")
+    assert float(t_log.min()) >= 1e-3 and float(t_log.max()) <= 1.0
+    # P(t < 0.2): uniform 0.2; log-uniform log(200)/log(1000) = 0.767; the half-and-half mix 0.483
+    assert abs(float((t_uni < 0.2).double().mean()) - 0.2) < 0.015
+    assert abs(float((t_log < 0.2).double().mean()) - (0.5 * 0.2 + 0.5 * 0.7670)) < 0.015
+    with pytest.raises(ValueError, match="t_density"):
+        SNOTrainConfig(t_density="cosine")
