@@ -1,4 +1,4 @@
-"""Rerun the 60-case fault probe of issue 13: bad input and faults, tried as a new user would.
+"""Rerun the fault probe of issue 13: bad input and faults, tried as a new user would.
 
 Every case states what fsdiff promises (``refuse``: a clear error, in one line from the CLI, and
 nothing changed on disk; ``work``: the right result) and gets one verdict:
@@ -66,7 +66,8 @@ def cli(*args: str) -> tuple[int, str]:
     err, out = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
-            rc = cli_main([*args, "--quiet"] if args and args[0] in ("train", "sample") else list(args))
+            rc = cli_main([*args, "--quiet"] if args and args[0] in ("train", "sample", "superres", "inpaint")
+                          else list(args))
         except SystemExit as e:  # argparse refusals
             rc = int(e.code or 0)
         except BaseException:  # noqa: BLE001 - a traceback is the finding
@@ -533,6 +534,41 @@ def _(p):
 @case("cli", "an unknown sampler name")
 def _(p):
     return refused_cli(*cli("sample", str(p.export), "--sampler", "ddim"))
+
+
+def _png(path: Path, shape: tuple[int, int]) -> Path:
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    mpimg.imsave(path, np.linspace(0, 1, shape[0] * shape[1]).reshape(shape), cmap="gray", vmin=0, vmax=1)
+    return path
+
+
+@case("cli", "superres to a grid coarser than the input")
+def _(p):
+    img = _png(p.fresh("in.png"), (16, 16))
+    return refused_cli(*cli("superres", str(p.export), "--input", str(img), "--resolution", "8",
+                            "--out", str(p.fresh("o") / "s.nc")))
+
+
+@case("cli", "inpaint with a mask of the wrong shape")
+def _(p):
+    img, mask = _png(p.fresh("in.png"), (16, 16)), _png(p.fresh("mask.png"), (8, 8))
+    return refused_cli(*cli("inpaint", str(p.export), "--input", str(img), "--mask", str(mask),
+                            "--out", str(p.fresh("o") / "s.nc")))
+
+
+@case("cli", "superres from an input that does not exist")
+def _(p):
+    return refused_cli(*cli("superres", str(p.export), "--input", str(p.work / "nope.png"),
+                            "--out", str(p.fresh("o") / "s.nc")))
+
+
+@case("cli", "superres from a .txt input")
+def _(p):
+    f = p.fresh("in.txt")
+    f.write_text("1 2 3")
+    return refused_cli(*cli("superres", str(p.export), "--input", str(f), "--out", str(p.fresh("o") / "s.nc")))
 
 
 # ----------------------------------------------------------------------------- the library

@@ -14,7 +14,7 @@ from ..grid import Grid, from_dataarray, to_dataarray
 from ..io import read_netcdf, write_netcdf
 from ..plotting import save_figure
 
-__all__ = ["read_field", "read_mask", "condition_run"]
+__all__ = ["read_field", "read_mask", "condition_run", "read_images"]
 
 
 def read_field(path: str | os.PathLike, length) -> tuple[torch.Tensor, Grid]:
@@ -90,3 +90,26 @@ def _figure(path: Path, observed: torch.Tensor, obs_grid: Grid, x: torch.Tensor,
     fig.suptitle(f"{kind} on {'x'.join(map(str, grid.shape))}", fontsize=9)
     save_figure(fig, path)
 
+
+
+def read_images(paths, shape: tuple[int, int]) -> torch.Tensor:
+    """Images of ``shape`` from PNG files (one each) and netCDF files (one or more fields each): ``(K, 1, *shape)``."""
+    out = []
+    for path in paths:
+        p = Path(path)
+        if p.suffix == ".nc" and p.is_file():
+            ds = read_netcdf(p)
+            da = ds[next(iter(ds.data_vars))] if hasattr(ds, "data_vars") else ds
+            vals = torch.as_tensor(da.values, dtype=torch.float64)
+            if tuple(vals.shape[-2:]) != tuple(shape):
+                raise DataError(f"support images must be {shape[0]} x {shape[1]}; {p} holds {tuple(vals.shape)}")
+            out.append(vals.reshape(-1, *shape))
+            continue
+        u, _ = read_field(p, (1.0, 1.0))
+        if tuple(u.shape[1:]) != tuple(shape):
+            raise DataError(f"support images must be {shape[0]} x {shape[1]} (rows x columns); {p} is "
+                            f"{u.shape[1]} x {u.shape[2]}")
+        out.append(u)
+    if not out:
+        raise DataError("no support images given (K = 0): pass at least one")
+    return torch.cat(out)[:, None]

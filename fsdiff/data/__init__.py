@@ -1,4 +1,4 @@
-"""Function data sets: MNIST / Fashion-MNIST readers and synthetic fields with ground truth.
+"""Function data sets: MNIST / Fashion-MNIST readers, double digits, and synthetic fields with ground truth.
 
 Every data set keeps one protocol (see :mod:`fsdiff.data.base`): ``channels``,
 ``sample(grid, n, generator)``, ``materialize(grid, n, seed)``, ``to_dict()`` and
@@ -6,6 +6,7 @@ Every data set keeps one protocol (see :mod:`fsdiff.data.base`): ``channels``,
 """
 
 from .base import FunctionDataset
+from .double_digits import CLASS_NAMES, DOUBLE_GRID, DoubleDigits, held_out_classes
 from .mnist import (
     MNIST,
     DATA_ENV_VAR,
@@ -29,7 +30,8 @@ from .synthetic import (
 )
 
 __all__ = [
-    "FunctionDataset", "MNIST", "dataset_from_dict", "DATASET_TYPES",
+    "FunctionDataset", "MNIST", "DoubleDigits", "dataset_from_dict", "DATASET_TYPES",
+    "DOUBLE_GRID", "CLASS_NAMES", "held_out_classes",
     "DATA_ENV_VAR", "MNIST_GRID", "data_root", "download_mnist", "load_mnist", "mnist_on_grid",
     "read_idx", "verify_file",
     "GaussianRandomField", "LogNormalField", "ThresholdedField", "DarcyFlow",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import FunctionDataset
+from .double_digits import DoubleDigits
 from .mnist import MNIST
 from .synthetic import DarcyFlow, GaussianRandomField, LogNormalField, ThresholdedField
 
@@ -10,7 +11,7 @@ __all__ = ["DATASET_TYPES", "dataset_from_dict"]
 
 #: ``type`` key -> class, for every data set :func:`dataset_from_dict` can rebuild
 DATASET_TYPES: dict[str, type[FunctionDataset]] = {
-    c.type_name: c for c in (GaussianRandomField, LogNormalField, ThresholdedField, DarcyFlow, MNIST)
+    c.type_name: c for c in (GaussianRandomField, LogNormalField, ThresholdedField, DarcyFlow, MNIST, DoubleDigits)
 }
 
 
@@ -18,7 +19,7 @@ def dataset_from_dict(spec: dict) -> FunctionDataset:
     """Rebuild a data set from plain data (``to_dict`` output, e.g. a TOML table).
 
     ``spec["type"]`` is one of ``gaussian_random_field``, ``log_normal``, ``thresholded``,
-    ``darcy_flow``, ``mnist``; ``ValueError`` names an unknown type or bad parameters.
+    ``darcy_flow``, ``mnist``, ``double_digits``; ``ValueError`` names an unknown type or bad parameters.
     """
     if not isinstance(spec, dict) or "type" not in spec:
         raise ValueError(f"data set spec must be a table with a 'type' key; got {spec!r}")

@@ -4,13 +4,17 @@
   pooled to a code; a decoder that scores points given the code) and :func:`build_sno`;
 * :mod:`~fsdiff.sno.embedding` -- kernel mean embeddings of samples as functions on a grid;
 * :mod:`~fsdiff.sno.gmm` -- families of 2-D Gaussian mixtures with exact scores at every time;
-* :mod:`~fsdiff.sno.training` -- conditional DSM, point scores for sampling, score errors.
+* :mod:`~fsdiff.sno.training` -- conditional DSM, point scores for sampling, score errors;
+* :mod:`~fsdiff.sno.latent` -- the image task: a latent-function autoencoder of double digits,
+  prototype encodings, a conditioned latent score operator and few-shot sampling.
 
-The study driver is ``resolution_studies/sno_gmm.py``.
+The study drivers are ``resolution_studies/sno_gmm.py`` and ``resolution_studies/sno_mnist2.py``.
 """
 
 from .embedding import KernelMeanEmbedding, prototype_encoding
 from .gmm import GaussianMixture, GMMFamily
+from .latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, build_autoencoder, encode_by_class, few_shot_sample,
+                     load_few_shot, prototype, save_few_shot, train_autoencoder, train_latent_sno)
 from .model import ScoreNeuralOperator, build_sno
 from .training import (SNOTrainConfig, draw_encodings, generate, relative_score_error, sno_dsm_loss, sno_point_score,
                        train_point_model, train_sno)
@@ -19,4 +23,6 @@ __all__ = [
     "KernelMeanEmbedding", "prototype_encoding", "GaussianMixture", "GMMFamily", "ScoreNeuralOperator", "build_sno",
     "SNOTrainConfig", "draw_encodings", "generate", "relative_score_error", "sno_dsm_loss", "sno_point_score",
     "train_point_model", "train_sno",
+    "LATENT_GRID", "LatentAutoencoder", "LatentSNOConfig", "build_autoencoder", "encode_by_class", "few_shot_sample",
+    "prototype", "train_autoencoder", "train_latent_sno", "save_few_shot", "load_few_shot",
 ]

@@ -1,0 +1,211 @@
+"""The Score Neural Operator's image task: double digits in a latent function space, few-shot generation.
+
+Pieces (issue 14):
+
+* :class:`LatentAutoencoder` -- a convolutional autoencoder (periodic padding: the images live on a
+  torus) from ``(1, 28, 56)`` images to a latent *function* ``(C, 7, 14)`` on :data:`LATENT_GRID`
+  (lengths ``(1, 2)``, the image domain), trained with a light regulariser: decoding
+  ``z + noise_std * xi`` and a small ``latent_weight * |z|²`` keep the latent at unit scale and the
+  decoder tolerant of the diffusion's errors;
+* :func:`prototype` -- the distribution of a class encoded as a function: the mean latent of K
+  support images (K = 1 is one-shot);
+* the latent score operator is an :class:`~fsdiff.models.FNOScore` with ``cond_channels = C`` that
+  takes the prototype as its conditioning function, trained by :func:`train_latent_sno`
+  (conditional DSM over the training classes, K drawn per batch element);
+* :func:`few_shot_sample` -- K images of a class -> ``n`` new images of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..grid import Grid
+from ..losses import dsm_loss
+from ..sampling import sample
+from ..sde import SDE
+from ..training.fit import fit
+from .embedding import prototype_encoding
+
+__all__ = ["LATENT_GRID", "LatentAutoencoder", "build_autoencoder", "train_autoencoder", "prototype",
+           "LatentSNOConfig", "train_latent_sno", "few_shot_sample", "encode_by_class", "save_few_shot", "load_few_shot"]
+
+#: the latent grid: 7 x 14 points on the image domain [0, 1) x [0, 2)
+LATENT_GRID = Grid((7, 14), (1.0, 2.0))
+
+
+def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, padding_mode="circular")
+
+
+class LatentAutoencoder(nn.Module):
+    """``encode: (B, 1, 28, 56) -> (B, C, 7, 14)``, ``decode: (B, C, 7, 14) -> (B, 1, 28, 56)``.
+
+    Two stride-2 stages each way (nearest upsampling + convolution in the decoder), SiLU, periodic
+    padding. ``spec`` is plain data (:func:`build_autoencoder`).
+    """
+
+    def __init__(self, latent_channels: int = 4, width: int = 24):
+        super().__init__()
+        for name, v in (("latent_channels", latent_channels), ("width", width)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        self.latent_channels, self.width = latent_channels, width
+        w = width
+        self.encoder = nn.Sequential(_conv(1, w), nn.SiLU(), _conv(w, w, 3, 2), nn.SiLU(), _conv(w, 2 * w), nn.SiLU(),
+                                     _conv(2 * w, 2 * w, 3, 2), nn.SiLU(), _conv(2 * w, latent_channels))
+        self.decoder = nn.Sequential(_conv(latent_channels, 2 * w), nn.SiLU(), nn.Upsample(scale_factor=2),
+                                     _conv(2 * w, w), nn.SiLU(), nn.Upsample(scale_factor=2), _conv(w, w), nn.SiLU(),
+                                     _conv(w, 1))
+
+    @property
+    def spec(self) -> dict:
+        return {"type": "latent_autoencoder", "latent_channels": self.latent_channels, "width": self.width}
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 56):
+            raise ValueError(f"images must be (B, 1, 28, 56) double digits on the native grid; got {tuple(x.shape)}")
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 4 or tuple(z.shape[1:]) != (self.latent_channels, *LATENT_GRID.shape):
+            raise ValueError(f"latents must be (B, {self.latent_channels}, 7, 14); got {tuple(z.shape)}")
+        return self.decoder(z)
+
+
+def build_autoencoder(spec: dict) -> LatentAutoencoder:
+    """Rebuild from ``spec`` (``"type": "latent_autoencoder"``); ``ValueError`` otherwise."""
+    if not isinstance(spec, dict) or spec.get("type") != "latent_autoencoder":
+        raise ValueError(f"expected a latent autoencoder spec (type 'latent_autoencoder'); got {spec!r}")
+    return LatentAutoencoder(**{k: v for k, v in spec.items() if k != "type"})
+
+
+def train_autoencoder(model: LatentAutoencoder, draw: Callable[[int, torch.Generator], torch.Tensor], steps: int,
+                      generator: torch.Generator, batch_size: int = 64, lr: float = 2e-3, noise_std: float = 0.1,
+                      latent_weight: float = 1e-3, log=None, log_every: int = 500) -> list[float]:
+    """Train on images ``draw(n, generator) -> (n, 1, 28, 56)``; loss ``|dec(z + noise) - x|² + w |z|²``."""
+
+    def loss_of_step(_: int) -> torch.Tensor:
+        x = draw(batch_size, generator)
+        z = model.encode(x)
+        xi = torch.randn(z.shape, generator=generator)
+        rec = model.decode(z + noise_std * xi)
+        return (rec - x).square().mean() + latent_weight * z.square().mean()
+
+    model.train()
+    result = fit(model.parameters(), loss_of_step, steps, lr, name="autoencoder", log=log, log_every=log_every)
+    model.eval()
+    return result.losses
+
+
+def prototype(latents: torch.Tensor) -> torch.Tensor:
+    """The encoding of a class: the mean of its support latents ``(K, C, 7, 14) -> (C, 7, 14)``; K >= 1."""
+    if latents.ndim != 4 or latents.shape[0] < 1:
+        raise ValueError(f"support latents must be (K, C, 7, 14) with K >= 1; got {tuple(latents.shape)}")
+    return prototype_encoding(latents.flatten(1)).reshape(latents.shape[1:])
+
+
+@torch.no_grad()
+def encode_by_class(ae: LatentAutoencoder, images: torch.Tensor, labels: torch.Tensor,
+                    batch: int = 512) -> dict[int, torch.Tensor]:
+    """Latents of ``images (N, 1, 28, 56)`` grouped by class: ``{class: (n_c, C, 7, 14)}``."""
+    z = torch.cat([ae.encode(images[i:i + batch]) for i in range(0, images.shape[0], batch)])
+    return {int(c): z[labels == c] for c in labels.unique().tolist()}
+
+
+@dataclass(frozen=True)
+class LatentSNOConfig:
+    """Conditional DSM of the latent score operator: ``steps`` Adam steps of ``batch_size`` latents;
+    each element's prototype averages ``K`` support latents of its class, ``K`` drawn from ``shots``
+    (the target latent is never among its supports)."""
+
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 2e-3
+    shots: tuple[int, ...] = (1, 5, 50)
+    time_sampling: str = "edm"
+    ema_decay: float = 0.999
+    eps: float = 1e-3
+
+
+def _draw_batch(latents: dict[int, torch.Tensor], classes: Sequence[int], cfg: LatentSNOConfig,
+                g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    cls = torch.tensor(list(classes))[torch.randint(len(classes), (cfg.batch_size,), generator=g)].tolist()
+    shots = torch.tensor(cfg.shots)[torch.randint(len(cfg.shots), (cfg.batch_size,), generator=g)].tolist()
+    x0, cond = [], []
+    for c, k in zip(cls, shots):
+        pool = latents[c]
+        idx = torch.randperm(pool.shape[0], generator=g)[: k + 1]
+        x0.append(pool[idx[0]])
+        cond.append(prototype(pool[idx[1:]]))
+    return torch.stack(x0), torch.stack(cond)
+
+
+def train_latent_sno(model: nn.Module, sde: SDE, latents: dict[int, torch.Tensor], classes: Sequence[int],
+                     cfg: LatentSNOConfig, generator: torch.Generator, log=None, log_every: int = 500):
+    """Conditional DSM over ``classes`` (their latents by class); returns ``(ema model, losses)``."""
+    short = [c for c in classes if latents[c].shape[0] < max(cfg.shots) + 1]
+    if short:
+        raise ValueError(f"classes {short} have fewer than {max(cfg.shots) + 1} latents (the largest K plus a target)")
+
+    def loss_of_step(_: int) -> torch.Tensor:
+        x0, cond = _draw_batch(latents, classes, cfg, generator)
+        return dsm_loss(lambda x, t, g: model(x, t, g, cond), x0, sde, LATENT_GRID, generator,
+                        time_sampling=cfg.time_sampling, eps=cfg.eps).mean()
+
+    model.train()
+    result = fit(model.parameters(), loss_of_step, cfg.steps, cfg.lr, ema_of=model, ema_decay=cfg.ema_decay,
+                 name="latent sno", log=log, log_every=log_every)
+    model.eval()
+    return result.ema.module, result.losses
+
+
+@torch.no_grad()
+def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: torch.Tensor, n: int,
+                    generator: torch.Generator | None = None, steps: int = 24, sampler: str = "ode",
+                    time_grid: str = "edm") -> torch.Tensor:
+    """``n`` new images of the class of ``support (K, 1, 28, 56)``: ``(n, 1, 28, 56)`` decoded samples."""
+    if support.ndim != 4 or support.shape[0] < 1 or tuple(support.shape[1:]) != (1, 28, 56):
+        raise ValueError(f"support must be (K, 1, 28, 56) double-digit images with K >= 1; got {tuple(support.shape)}")
+    cond = prototype(ae.encode(support.float()))[None]
+    z = sample(lambda x, t, g: model(x, t, g, cond.expand(x.shape[0], *cond.shape[1:])), sde, LATENT_GRID, n,
+               channels=ae.latent_channels, sampler=sampler, steps=steps, time_grid=time_grid, generator=generator)
+    return ae.decode(z)
+
+
+FEW_SHOT_KIND = "sno_latent_few_shot"
+
+
+def save_few_shot(path, ae: LatentAutoencoder, sno: nn.Module, sde: SDE, config: dict | None = None,
+                  step: int = 0):
+    """One plain-data file holding the autoencoder, the latent score operator and its SDE."""
+    from ..io import save_checkpoint
+
+    return save_checkpoint(path, {"kind": FEW_SHOT_KIND, "config": config or {}, "step": int(step),
+                                  "model": {"spec": sno.spec, "state_dict": sno.state_dict()},
+                                  "autoencoder": {"spec": ae.spec, "state_dict": ae.state_dict()},
+                                  "sde": sde.to_dict()})
+
+
+def load_few_shot(path) -> tuple[LatentAutoencoder, nn.Module, SDE]:
+    """``(autoencoder, latent score operator, sde)`` from :func:`save_few_shot`'s file (``weights_only=True``)."""
+    from ..errors import CheckpointError
+    from ..io import load_checkpoint, load_state
+    from ..models import build_model
+    from ..sde import sde_from_dict
+
+    ck = load_checkpoint(path)
+    if ck.get("kind") != FEW_SHOT_KIND or "autoencoder" not in ck or "sde" not in ck:
+        raise CheckpointError(f"{path} is not a few-shot double-digit checkpoint (kind {ck.get('kind')!r}; expected "
+                              f"{FEW_SHOT_KIND!r}, written by resolution_studies/sno_mnist2.py)")
+    try:
+        ae = build_autoencoder(ck["autoencoder"]["spec"])
+        sno = build_model(ck["model"]["spec"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: bad model spec ({e})") from None
+    load_state(ae, ck["autoencoder"]["state_dict"], path, ck["autoencoder"]["spec"], ae.spec)
+    load_state(sno, ck["model"]["state_dict"], path, ck["model"]["spec"], sno.spec)
+    return ae.eval(), sno.eval(), sde_from_dict(ck["sde"])
