@@ -65,6 +65,10 @@ CLASSIFIER_GRID = Grid((28, 28))
 FORMAT_VERSION = 1
 #: default architecture: conv channels, feature width, classes
 DEFAULT_SPEC = {"channels": [16, 32], "features": 128, "classes": 10}
+#: default Adam steps (batch 128) per data set: Fashion-MNIST needs ~17 epochs, not 3, before the
+#: classifier is confident on real test items (1500 steps: accuracy 0.891, only 68% of real items
+#: at confidence >= 0.9, which made the sample-confidence figure meaningless)
+DEFAULT_STEPS = {"mnist": 1500, "fashion-mnist": 8000}
 
 
 class SmallCNN(nn.Module):
@@ -216,7 +220,7 @@ def load_or_train_classifier(
     kind: str = "mnist",
     cache_dir: str | os.PathLike = "~/.cache/fsdiff",
     data_root: str | os.PathLike | None = None,
-    steps: int = 1500,
+    steps: int | None = None,
     seed: int = 0,
     n_train: int | None = None,
     batch_size: int = 128,
@@ -231,9 +235,10 @@ def load_or_train_classifier(
     trained on the train split (first ``n_train`` items) with ``torch.Generator`` seeded by
     ``seed``, its accuracy on the full test split is measured, and the file is written
     atomically. ``train_data`` / ``test_data`` ``(images, labels)`` replace the on-disk data
-    (then ``data_root`` is unused). Returns ``(model, record)``; ``record["accuracy"]`` is
-    the test accuracy.
+    (then ``data_root`` is unused). ``steps`` defaults to :data:`DEFAULT_STEPS` of ``kind``.
+    Returns ``(model, record)``; ``record["accuracy"]`` is the test accuracy.
     """
+    steps = DEFAULT_STEPS.get(kind, 1500) if steps is None else steps
     spec = dict(DEFAULT_SPEC)
     settings = {"kind": kind, "steps": int(steps), "seed": int(seed), "n_train": n_train,
                 "batch_size": int(batch_size), "lr": float(lr), "spec": spec,
