@@ -40,8 +40,9 @@ from fsdiff.eval.classifier import load_or_train_classifier, to_classifier_grid
 from fsdiff.eval.quality import CLASSIFIER_DIR
 from fsdiff.io import save_checkpoint, write_json, write_text
 from fsdiff.plotting import save_figure
-from fsdiff.sno.latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, encode_by_class, few_shot_sample,
-                               save_few_shot, train_autoencoder, train_latent_sno)
+from fsdiff.data.statistics import SpectralStatistics
+from fsdiff.sno.latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, PrototypeScore, encode_by_class,
+                               few_shot_sample, save_few_shot, train_autoencoder, train_latent_sno)
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2"
 
@@ -84,7 +85,7 @@ def _nearest(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (torch.cdist(a.flatten(1), b.flatten(1)) / a[0].numel() ** 0.5).min(1).values
 
 
-def run(cfg: SNOMnist2Config, out: Path, log=print) -> dict:
+def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     g = torch.Generator().manual_seed(cfg.seed)
@@ -97,7 +98,14 @@ def run(cfg: SNOMnist2Config, out: Path, log=print) -> dict:
     # ---------------------------------------------------------------- autoencoder
     t0 = time.perf_counter()
     ae = LatentAutoencoder(cfg.latent_channels, cfg.ae_width)
-    train_autoencoder(ae, lambda n, gg: train.sample(DOUBLE_GRID, n, gg), cfg.ae_steps, g, log=log)
+    if autoencoder is not None:  # reuse a trained one (its own file records its steps and time)
+        from fsdiff.io import load_checkpoint, load_state
+
+        ck = load_checkpoint(autoencoder)
+        load_state(ae, ck["model"]["state_dict"], autoencoder, ck["model"]["spec"], ae.spec)
+        ae.eval()
+    else:
+        train_autoencoder(ae, lambda n, gg: train.sample(DOUBLE_GRID, n, gg), cfg.ae_steps, g, log=log)
     timings["autoencoder_s"] = time.perf_counter() - t0
     save_checkpoint(out / "autoencoder.pt", {"config": {"study": dataclasses.asdict(cfg)},
                                              "model": {"spec": ae.spec, "state_dict": ae.state_dict()}, "step": cfg.ae_steps})
@@ -116,9 +124,11 @@ def run(cfg: SNOMnist2Config, out: Path, log=print) -> dict:
     latents = encode_by_class(ae, imgs, labels)
     scale = float(torch.cat(list(latents.values())).std())
     sde = fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0).with_pointwise_variance(scale**2, LATENT_GRID))
-    model = fd.FNOScore(in_channels=cfg.latent_channels, width=cfg.sno_width, modes=(3, 6), n_layers=cfg.sno_layers,
-                        cond_channels=cfg.latent_channels, positional="periodic")
-    scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots)
+    net = fd.FNOScore(in_channels=cfg.latent_channels, width=cfg.sno_width, modes=(3, 6), n_layers=cfg.sno_layers,
+                      cond_channels=2 * cfg.latent_channels, positional="periodic")
+    stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, cfg.latent_channels).fit(torch.cat(list(latents.values())))
+    model = PrototypeScore(net, sde, stats)
+    scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond")
     sno, losses = train_latent_sno(model, sde, latents, train.classes, scfg, g, log=log)
     timings["latent_sno_s"] = time.perf_counter() - t0
     save_few_shot(out / "few_shot.pt", ae, sno, sde, {"study": dataclasses.asdict(cfg)}, cfg.sno_steps)
@@ -217,13 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (not the reported numbers)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--autoencoder", type=Path, default=None, help="reuse this trained autoencoder.pt")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = SNOMnist2Config()
     if a.quick:
         cfg = dataclasses.replace(cfg, ae_steps=20, bank_per_class=52, sno_steps=20, sno_width=8, sno_layers=1,
                                   eval_seen=2, n_generate=2, n_real=3, sample_steps=2)
-    run(cfg, a.out, log=lambda s: print(s, flush=True))
+    run(cfg, a.out, log=lambda s: print(s, flush=True), autoencoder=a.autoencoder)
     return 0
 
 

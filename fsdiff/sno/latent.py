@@ -31,7 +31,8 @@ from ..training.fit import fit
 from .embedding import prototype_encoding
 
 __all__ = ["LATENT_GRID", "LatentAutoencoder", "build_autoencoder", "train_autoencoder", "prototype",
-           "LatentSNOConfig", "train_latent_sno", "few_shot_sample", "encode_by_class", "save_few_shot", "load_few_shot"]
+           "LatentSNOConfig", "train_latent_sno", "few_shot_sample", "encode_by_class", "save_few_shot", "load_few_shot",
+           "PrototypeScore", "build_prototype_score"]
 
 #: the latent grid: 7 x 14 points on the image domain [0, 1) x [0, 2)
 LATENT_GRID = Grid((7, 14), (1.0, 2.0))
@@ -129,6 +130,7 @@ class LatentSNOConfig:
     time_sampling: str = "edm"
     ema_decay: float = 0.999
     eps: float = 1e-3
+    weighting: str = "none"   # "precond" for a PrototypeScore (the preconditioner's loss weight)
 
 
 def _draw_batch(latents: dict[int, torch.Tensor], classes: Sequence[int], cfg: LatentSNOConfig,
@@ -151,10 +153,19 @@ def train_latent_sno(model: nn.Module, sde: SDE, latents: dict[int, torch.Tensor
     if short:
         raise ValueError(f"classes {short} have fewer than {max(cfg.shots) + 1} latents (the largest K plus a target)")
 
+    class _Bound:  # the model with this batch's prototypes, and the preconditioner's loss weight if any
+        def __init__(self, cond):
+            self.cond = cond
+            if hasattr(model, "pre"):
+                self.loss_weight = model.pre.loss_weight
+
+        def __call__(self, x, t, g):
+            return model(x, t, g, self.cond)
+
     def loss_of_step(_: int) -> torch.Tensor:
         x0, cond = _draw_batch(latents, classes, cfg, generator)
-        return dsm_loss(lambda x, t, g: model(x, t, g, cond), x0, sde, LATENT_GRID, generator,
-                        time_sampling=cfg.time_sampling, eps=cfg.eps).mean()
+        return dsm_loss(_Bound(cond), x0, sde, LATENT_GRID, generator, time_sampling=cfg.time_sampling,
+                        weighting=cfg.weighting, eps=cfg.eps).mean()
 
     model.train()
     result = fit(model.parameters(), loss_of_step, cfg.steps, cfg.lr, ema_of=model, ema_decay=cfg.ema_decay,
@@ -203,9 +214,69 @@ def load_few_shot(path) -> tuple[LatentAutoencoder, nn.Module, SDE]:
                               f"{FEW_SHOT_KIND!r}, written by resolution_studies/sno_mnist2.py)")
     try:
         ae = build_autoencoder(ck["autoencoder"]["spec"])
-        sno = build_model(ck["model"]["spec"])
+        spec = ck["model"]["spec"]
+        sno = build_prototype_score(spec) if spec.get("type") == "prototype_score" else build_model(spec)
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: bad model spec ({e})") from None
     load_state(ae, ck["autoencoder"]["state_dict"], path, ck["autoencoder"]["spec"], ae.spec)
     load_state(sno, ck["model"]["state_dict"], path, ck["model"]["spec"], sno.spec)
     return ae.eval(), sno.eval(), sde_from_dict(ck["sde"])
+
+
+class _WithPrototype(nn.Module):
+    """The residual network of :class:`PrototypeScore`: the preconditioner's own conditioning, then the prototype."""
+
+    def __init__(self, net: nn.Module, channels: int):
+        super().__init__()
+        self.net, self.in_channels, self.cond_channels = net, channels, channels
+        self.prototype: torch.Tensor | None = None
+
+    @property
+    def spec(self) -> dict:
+        return self.net.spec
+
+    def forward(self, x, t, grid, cond):
+        return self.net(x, t, grid, torch.cat([cond, self.prototype.to(cond.dtype)], dim=1))
+
+
+class PrototypeScore(nn.Module):
+    """A latent score operator in the spectral preconditioner, conditioned on a class prototype.
+
+    ``eta_hat(x_t, t, grid, prototype)``: the exact per-mode Gaussian posterior of the latent bank's
+    statistics plus a residual ``net`` (``cond_channels = 2 C``: the preconditioner's Wiener estimate
+    and the prototype), scaled by the posterior std, as the shipped image models. ``x_t, prototype``:
+    ``(B, C, *grid.shape)``.
+    """
+
+    def __init__(self, net: nn.Module, sde: SDE, statistics):
+        super().__init__()
+        from ..models import SpectralPreconditioner
+
+        channels = statistics.channels
+        if getattr(net, "cond_channels", None) != 2 * channels:
+            raise ValueError(f"the residual network needs cond_channels = {2 * channels} (Wiener estimate + prototype)")
+        self.inner = _WithPrototype(net, channels)
+        self.pre = SpectralPreconditioner(self.inner, sde, statistics)
+        self.in_channels = channels
+
+    @property
+    def spec(self) -> dict:
+        return {"type": "prototype_score", "net": self.inner.net.spec, "sde": self.pre.sde.to_dict(),
+                "statistics": self.pre.statistics.spec}
+
+    def forward(self, x_t: torch.Tensor, t, grid: Grid, prototype: torch.Tensor) -> torch.Tensor:
+        if prototype.shape != x_t.shape:
+            raise ValueError(f"prototype must have the shape of x_t {tuple(x_t.shape)}; got {tuple(prototype.shape)}")
+        self.inner.prototype = prototype
+        try:
+            return self.pre(x_t, t, grid)
+        finally:
+            self.inner.prototype = None
+
+
+def build_prototype_score(spec: dict) -> PrototypeScore:
+    from ..data.statistics import SpectralStatistics
+    from ..models import build_model
+    from ..sde import sde_from_dict
+
+    return PrototypeScore(build_model(spec["net"]), sde_from_dict(spec["sde"]), SpectralStatistics.from_spec(spec["statistics"]))

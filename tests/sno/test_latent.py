@@ -137,3 +137,37 @@ def test_sno_sample_command(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sno-sample", str(ck), "--support", str(tmp_path / "small.png"), "--out", str(tmp_path / "x.nc")]) == 2
     assert "must be 28 x 56" in capsys.readouterr().err and not (tmp_path / "x.nc").exists()
+
+
+def test_prototype_score_is_the_gaussian_posterior_when_untrained_and_round_trips(tmp_path):
+    """Inside the spectral preconditioner, a zero residual gives the latent bank's Gaussian posterior exactly."""
+    from fsdiff.data.statistics import SpectralStatistics
+    from fsdiff.sno.latent import PrototypeScore
+
+    torch.manual_seed(0)
+    bank = torch.randn(64, 2, 7, 14) * 0.5 + 0.1
+    stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, 2).fit(bank)
+    sde = fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0))
+    net = fd.FNOScore(in_channels=2, width=8, modes=(3, 6), n_layers=1, cond_channels=4, positional="periodic")
+    model = PrototypeScore(net, sde, stats)
+    x, t, proto = torch.randn(3, 2, 7, 14), torch.full((3,), 0.4), torch.randn(3, 2, 7, 14)
+    eta_g = model.pre.gaussian_parts(x, t, LATENT_GRID)[0]
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, grid, cond):
+            assert cond.shape[1] == 4  # the Wiener estimate and the prototype
+            return torch.zeros_like(x)
+
+    real_net, model.inner.net = model.inner.net, Zero()
+    torch.testing.assert_close(model(x, t, LATENT_GRID, proto).double(), eta_g.double(), rtol=1e-6, atol=1e-6)
+    model.inner.net = real_net
+    latents = {c: bank[c * 16:(c + 1) * 16] for c in range(4)}
+    trained, losses = train_latent_sno(model, sde, latents, [0, 1, 2, 3],
+                                       LatentSNOConfig(steps=3, batch_size=4, shots=(1, 5), weighting="precond"),
+                                       torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(torch.tensor(losses)))
+    ae = LatentAutoencoder(latent_channels=2, width=4)
+    _, again, _ = load_few_shot(save_few_shot(tmp_path / "p.pt", ae, trained, sde))
+    torch.testing.assert_close(again(x, t, LATENT_GRID, proto), trained(x, t, LATENT_GRID, proto))
+    with pytest.raises(ValueError, match="cond_channels = 4"):
+        PrototypeScore(fd.FNOScore(in_channels=2, width=8, modes=(3, 6), n_layers=1, cond_channels=2), sde, stats)
