@@ -110,6 +110,17 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _netcdf_output(args: argparse.Namespace) -> Path:
+    """``--out`` of a sampling command: checked (``.nc``, writable, with its PNG) before any work; also ``--n``, ``--steps``."""
+    if args.n < 1 or args.steps < 1:
+        raise ValueError(f"--n and --steps must be at least 1; got {args.n}, {args.steps}")
+    out = Path(args.out)
+    if out.suffix != ".nc":
+        raise ValueError(f"--out must end in .nc; got {out}")
+    _check_outputs(out, out.with_suffix(".png"))
+    return out
+
+
 def _conditional(args: argparse.Namespace, make_condition) -> int:
     """Shared part of ``superres`` and ``inpaint``: load, check outputs, build the condition, sample, write."""
     from ..grid import Grid
@@ -117,16 +128,11 @@ def _conditional(args: argparse.Namespace, make_condition) -> int:
     from .condition import condition_run, read_field
     from .generate import parse_resolution
 
-    if args.steps < 1 or args.n < 1:
-        raise ValueError(f"--steps and --n must be at least 1; got {args.steps}, {args.n}")
-    out = Path(args.out)
-    if out.suffix != ".nc":
-        raise ValueError(f"--out must end in .nc; got {out}")
-    _check_outputs(out, out.with_suffix(".png"))
+    out = _netcdf_output(args)
     model, sde, grid, _ = load_run(args.run)
     u, obs_grid = read_field(args.input, grid.length)
     target = Grid(parse_resolution(args.resolution, grid.ndim) if args.resolution else obs_grid.shape, grid.length)
-    condition = make_condition(u, obs_grid, target)
+    condition = make_condition(u, obs_grid)
     condition_run(model, sde, target, condition, u, obs_grid, args.n, args.steps, args.seed, out, args.chunk_size,
                   not args.quiet, {"checkpoint": str(args.run), "input": str(args.input)})
     print(f"wrote {out} and {out.with_suffix('.png')}")
@@ -136,38 +142,34 @@ def _conditional(args: argparse.Namespace, make_condition) -> int:
 def _cmd_superres(args: argparse.Namespace) -> int:
     from ..conditional import LowModes
 
-    return _conditional(args, lambda u, g, target: LowModes(u, g))
+    return _conditional(args, LowModes)
 
 
 def _cmd_inpaint(args: argparse.Namespace) -> int:
     from ..conditional import Mask
     from .condition import read_mask
 
-    def make(u, g, target):
+    def make(u, g):
         return Mask(read_mask(args.mask, g.shape, g.length), u[0], args.noise_std, g)
 
     return _conditional(args, make)
 
 
 def _cmd_sno_sample(args: argparse.Namespace) -> int:
-    from ..grid import Grid, to_dataarray
+    import torch
+
+    from ..data import DOUBLE_GRID
+    from ..grid import to_dataarray
     from ..io import write_netcdf
     from ..sno.latent import few_shot_sample, load_few_shot
     from .condition import read_images
 
-    if args.n < 1 or args.steps < 1:
-        raise ValueError(f"--n and --steps must be at least 1; got {args.n}, {args.steps}")
-    out = Path(args.out)
-    if out.suffix != ".nc":
-        raise ValueError(f"--out must end in .nc; got {out}")
-    _check_outputs(out, out.with_suffix(".png"))
+    out = _netcdf_output(args)
     ae, sno, sde = load_few_shot(args.run)
-    support = read_images(args.support, (28, 56))
-    import torch
-
+    support = read_images(args.support, DOUBLE_GRID.shape)
     x = few_shot_sample(sno, ae, sde, support, args.n, generator=torch.Generator().manual_seed(args.seed),
                         steps=args.steps)
-    grid = Grid((28, 56), (1.0, 2.0))
+    grid = DOUBLE_GRID
     write_netcdf(out, to_dataarray(x, grid, "samples", {"checkpoint": str(args.run), "shots": support.shape[0],
                                                         "steps": args.steps, "seed": args.seed}).to_dataset())
     from ..plotting import field_panels, save_figure

@@ -17,6 +17,12 @@ from ..plotting import save_figure
 __all__ = ["read_field", "read_mask", "condition_run", "read_images"]
 
 
+def _first_variable(path: Path):
+    """The first data variable of a netCDF file (an xarray DataArray)."""
+    ds = read_netcdf(path)
+    return ds[next(iter(ds.data_vars))] if hasattr(ds, "data_vars") else ds
+
+
 def read_field(path: str | os.PathLike, length) -> tuple[torch.Tensor, Grid]:
     """A 2-D field from ``.nc`` (the first data variable, ``(..., N1, N2)``) or a grey-scale ``.png`` (values in [0, 1]).
 
@@ -27,9 +33,7 @@ def read_field(path: str | os.PathLike, length) -> tuple[torch.Tensor, Grid]:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such input file")
     if p.suffix == ".nc":
-        ds = read_netcdf(p)
-        da = ds[next(iter(ds.data_vars))] if hasattr(ds, "data_vars") else ds
-        u, grid = from_dataarray(da)
+        u, grid = from_dataarray(_first_variable(p))
         u = u.double()
         while u.ndim > grid.ndim + 1:
             if u.shape[0] != 1:
@@ -98,9 +102,7 @@ def read_images(paths, shape: tuple[int, int]) -> torch.Tensor:
     for path in paths:
         p = Path(path)
         if p.suffix == ".nc" and p.is_file():
-            ds = read_netcdf(p)
-            da = ds[next(iter(ds.data_vars))] if hasattr(ds, "data_vars") else ds
-            vals = torch.as_tensor(da.values, dtype=torch.float64)
+            vals = torch.as_tensor(_first_variable(p).values, dtype=torch.float64)
             if tuple(vals.shape[-2:]) != tuple(shape):
                 raise DataError(f"support images must be {shape[0]} x {shape[1]}; {p} holds {tuple(vals.shape)}")
             out.append(vals.reshape(-1, *shape))
