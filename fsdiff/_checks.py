@@ -73,9 +73,9 @@ def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
     """``x`` must hold only finite values; one reduction per call.
 
     A finite sum implies finite entries (NaN and Inf propagate through addition), and a sum is
-    4-17x cheaper than ``isfinite(x).all()`` (28² to 256², ``benchmarks/bench_checks.py``); only when the
-    sum is not finite (a bad entry, or
-    an overflow of finite ones) are the entries checked one by one.
+    4-17x cheaper than ``isfinite(x).all()`` (28² to 256², ``benchmarks/bench_checks.py``); only
+    when the sum is not finite (a bad entry, or an overflow of finite ones) are the entries
+    checked one by one.
     """
     if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
