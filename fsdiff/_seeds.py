@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["REFERENCE", "PROJECTIONS", "NOISE", "STATISTICS", "SPLIT", "TRAINING_STRIDE", "TRAINING_STREAMS",
+__all__ = ["REFERENCE", "PROJECTIONS", "NOISE", "STATISTICS", "SPLIT", "TRAINING_STRIDE", "TRAINING_STREAMS", "MAX_SHARDS",
            "derived"]
 
 #: reference ("true") data drawn next to generated samples (evaluations, demos)
@@ -25,6 +25,9 @@ SPLIT = 1
 #: training generators: ``seed * TRAINING_STRIDE + index`` for the streams below, in this order
 TRAINING_STRIDE = 1000
 TRAINING_STREAMS = ("level", "data", "noise")
+#: data shards of a data-parallel run: shard j's data and noise streams are
+#: ``seed * TRAINING_STRIDE + 3 j + 1, + 2`` (shard 0: the single-process streams)
+MAX_SHARDS = (TRAINING_STRIDE - 1) // len(TRAINING_STREAMS)
 
 
 def derived(seed: int, offset: int) -> torch.Generator:

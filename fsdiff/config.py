@@ -25,7 +25,11 @@ from typing import Any, Mapping, Sequence
 from .covariance import covariance_from_dict
 from .errors import ConfigError
 from .grid import Grid
+from ._seeds import MAX_SHARDS
 from .losses import TIME_SAMPLINGS, WEIGHTINGS
+
+#: ``training.precision``: fp32, or bf16 autocast with the FFTs in fp32
+PRECISIONS = ("fp32", "bf16")
 
 __all__ = [
     "ConfigError",
@@ -159,6 +163,9 @@ class TrainingConfig:
     keep_checkpoints: int = 2
     log_every: int = 1
     time_limit_s: float = 0.0  # 0: none; else stop (with a checkpoint) once training wall-clock exceeds it
+    data_shards: int = 1  # the batch is drawn as this many shards, each with its own streams (data parallel)
+    precision: str = "fp32"  # "bf16": autocast matmuls and convolutions to bfloat16 (the FFTs stay fp32)
+    compile: bool = False  # torch.compile the model for training
 
     def __post_init__(self):
         positive = ("steps", "batch_size", "n_val", "keep_checkpoints", "log_every")
@@ -183,6 +190,13 @@ class TrainingConfig:
             _fail("training.weighting", f"must be one of {WEIGHTINGS}; got {self.weighting!r}")
         if not 0 < self.eps < 1:
             _fail("training.eps", f"must lie in (0, 1); got {self.eps}")
+        if not 1 <= self.data_shards <= MAX_SHARDS:
+            _fail("training.data_shards", f"must lie in [1, {MAX_SHARDS}]; got {self.data_shards}")
+        if self.batch_size % self.data_shards:
+            _fail("training.batch_size", f"must be a multiple of training.data_shards ({self.data_shards}); "
+                                         f"got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            _fail("training.precision", f"must be one of {PRECISIONS}; got {self.precision!r}")
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _download_if_asked(args, _mnist_kinds(cfg.data.spec()))
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
     _check_outputs(run_dir / "config.toml")
-    ckpt = train_from_config(cfg, run_dir, resume=args.resume, progress=not args.quiet, force_config=args.force_config)
-    print(f"run directory: {run_dir}\nfinal checkpoint: {ckpt}")
+    ckpt = train_from_config(cfg, run_dir, resume=args.resume, progress=not args.quiet, force_config=args.force_config,
+                             device=args.device)
+    from ..training import current_world
+
+    if current_world().is_main:
+        print(f"run directory: {run_dir}\nfinal checkpoint: {ckpt}")
     return 0
 
 
@@ -234,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    common.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available); default cpu")
     download = argparse.ArgumentParser(add_help=False)
     download.add_argument("--download", action="store_true",
                           help="download MNIST / Fashion-MNIST first if missing (into $FSDIFF_DATA_DIR or ~/.cache/fsdiff/data)")

@@ -8,12 +8,15 @@ from .ema import EMA
 from .fit import FitResult, fit
 from .loop import TrainingDiverged, latest_checkpoint, make_generators, train, train_to_target
 from .multilevel import MultilevelSchedule, ValidationSet, hierarchy, mlmc_loss
-from .runs import PRETRAINED_KIND, data_statistics, export_run, load_run, resolve_checkpoint, train_from_config
+from .distributed import World, current_world, init_distributed
+from .runs import (PRETRAINED_KIND, data_statistics, export_run, load_run, resolve_checkpoint, resolve_device,
+                   train_from_config)
 from .schedule import cosine_lr, lr_at
 
 __all__ = [
     "EMA", "FitResult", "fit", "cosine_lr", "lr_at",
     "TrainingDiverged", "latest_checkpoint", "make_generators", "train", "train_to_target",
     "MultilevelSchedule", "ValidationSet", "hierarchy", "mlmc_loss",
-    "PRETRAINED_KIND", "data_statistics", "export_run", "load_run", "resolve_checkpoint", "train_from_config",
+    "PRETRAINED_KIND", "data_statistics", "export_run", "load_run", "resolve_checkpoint", "resolve_device",
+    "train_from_config", "World", "current_world", "init_distributed",
 ]

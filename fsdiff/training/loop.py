@@ -32,6 +32,7 @@ from ..errors import OutputError, RunDirectoryError, TrainingDiverged
 from ..io import load_checkpoint, load_state, save_checkpoint, write_csv, write_json
 from ..plotting import plot_loss_curve
 from ..sde import SDE
+from .distributed import World, current_world, local_shards, shard_generators
 from .ema import EMA
 from .rundir import remove_run_orphans, resume_changes, run_lock
 from .multilevel import MultilevelSchedule, ValidationSet, draw_terms, term_loss
@@ -69,15 +70,19 @@ class _RunState:
     """
 
     def __init__(self, model: nn.Module, sde: SDE, schedule: MultilevelSchedule, config: TrainingConfig,
-                 run_dir: Path, cfg_dict: dict):
+                 run_dir: Path, cfg_dict: dict, world: World | None = None):
         self.model, self.sde, self.schedule, self.config = model, sde, schedule, config
+        self.world = world or World()
         self.run_dir, self.ckpt_dir, self.cfg_dict = run_dir, run_dir / "checkpoints", cfg_dict
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("model has no trainable parameters")
         self.opt = torch.optim.AdamW(self.params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
         self.ema = EMA(model, config.ema_decay)
-        self.gens = make_generators(config.seed)
+        self.gens = make_generators(config.seed)  # "level" is shared by all ranks; "data"/"noise" are shard 0's
+        self.shards = {j: (self.gens if j == 0 else shard_generators(config.seed, j))
+                       for j in local_shards(config.data_shards, self.world)}
+        self.forward_model = _replicated(model, config, self.world)
         self.history: list[dict] = []
         self.level_stats = {str(g.shape[0]): {"samples": 0, "wall_s": 0.0, "steps": 0} for g in schedule.grids}
         self.start = 0
@@ -100,8 +105,11 @@ class _RunState:
         load_state(self.model, ck["model"]["state_dict"], path, ck["model"].get("spec"), getattr(self.model, "spec", None))
         self.ema.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["optimizer"])
-        for k, g in self.gens.items():
-            g.set_state(ck["rng"][k])
+        self.gens["level"].set_state(ck["rng"]["level"])
+        for j, gens in self.shards.items():
+            saved = ck["rng"] if j == 0 else ck["rng"]["shards"][j - 1]
+            for k in ("data", "noise"):
+                gens[k].set_state(saved[k])
         self.start = int(ck["step"])
         self.history = list(ck["metrics"]["history"])
         self.level_stats = ck["metrics"]["levels"]
@@ -111,15 +119,26 @@ class _RunState:
             self.resumes.append({"step": self.start, "changes": changes})
         self.last_good = path
 
-    def save(self, step: int) -> Path:
-        """Write ``checkpoints/step_XXXXXXXX.pt`` (atomically) and keep the newest ``keep_checkpoints``."""
+    def save(self, step: int) -> Path | None:
+        """Write ``checkpoints/step_XXXXXXXX.pt`` (atomically) and keep the newest ``keep_checkpoints``.
+
+        Collective in a data-parallel run: every rank sends its shards' generator states, rank 0 writes
+        (the others return ``None``).
+        """
+        gathered = self.world.gather({j: {k: g[k].get_state() for k in ("data", "noise")} for j, g in self.shards.items()})
+        if not self.world.is_main:
+            return None
+        states = {j: st for part in gathered for j, st in part.items()}
+        rng = {"level": self.gens["level"].get_state(), **states[0]}
+        if len(states) > 1:
+            rng["shards"] = [states[j] for j in range(1, len(states))]
         ck = {
             "config": self.cfg_dict,
             "model": {"spec": getattr(self.model, "spec", None), "state_dict": self.model.state_dict()},
             "ema": self.ema.state_dict(),
             "optimizer": self.opt.state_dict(),
             "step": step,
-            "rng": {k: g.get_state() for k, g in self.gens.items()},
+            "rng": rng,
             "metrics": {"history": self.history, "levels": self.level_stats, "wall_s": self.wall_total,
                         **({"resumes": self.resumes} if self.resumes else {})},
             "sde": self.sde.to_dict(),
@@ -162,22 +181,30 @@ class _RunState:
             group["lr"] = lr
         model.train()
         terms = draw_terms(self.schedule, step, config.steps, dataset, self.sde, config.batch_size, self.gens,
-                           time_sampling=config.time_sampling, eps=config.eps, restrict_from_finest=restrict_from_finest)
+                           time_sampling=config.time_sampling, eps=config.eps, restrict_from_finest=restrict_from_finest,
+                           shards=list(self.shards.values()), n_shards=config.data_shards)
         self.opt.zero_grad(set_to_none=True)
         total = torch.zeros((), dtype=torch.float64)
-        for term in terms:
+        mb = config.micro_batch_size
+        parts = [(term, slice(i, i + (mb or term.n))) for term in terms for i in range(0, term.n, mb or term.n)]
+        for index, (term, rows) in enumerate(parts):
             t_term = time.perf_counter()
-            term.x0, term.t, term.eta = term.x0.to(device), term.t.to(device), term.eta.to(device)
-            mb = config.micro_batch_size or term.n
-            for i in range(0, term.n, mb):
-                part = term_loss(model, term, grids, self.sde, config.weighting, slice(i, i + mb)).sum() / term.n
+            if rows.start == 0:
+                term.x0, term.t, term.eta = term.x0.to(device), term.t.to(device), term.eta.to(device)
+            # a data-parallel run averages the gradients of the ranks once, after the last backward pass
+            sync = self.forward_model.no_sync() if index < len(parts) - 1 and self.world.distributed else nullcontext()
+            with sync:
+                with _autocast(config.precision, device):
+                    part = term_loss(self.forward_model, term, grids, self.sde, config.weighting, rows).sum() / term.n
                 part.backward()
-                total += part.detach().double().cpu()
+            total += part.detach().double().cpu()
             stats = self.level_stats[str(grids[term.level].shape[0])]
-            stats["samples"] += term.n
+            if rows.stop >= term.n:
+                stats["samples"] += term.n * self.world.size
+                if term.coupled:
+                    self.level_stats[str(grids[term.level - 1].shape[0])]["samples"] += term.n * self.world.size
             stats["wall_s"] += time.perf_counter() - t_term
-            if term.coupled:
-                self.level_stats[str(grids[term.level - 1].shape[0])]["samples"] += term.n
+        total = torch.tensor(self.world.mean(float(total)), dtype=torch.float64)
         loss = float(total)
         if not math.isfinite(loss):
             self.write_metrics()
@@ -224,11 +251,16 @@ def train(
         (with a checkpoint), e.g. once a validation target is reached.
     force_config : on resume, accept changes outside :data:`~fsdiff.training.rundir.RESUMABLE_FIELDS`.
 
+    Notes
+    -----
     The run directory is locked while training (:func:`~fsdiff.training.rundir.run_lock`) and
-    leftovers of crashed writes are removed first. Raises :class:`TrainingDiverged` on a non-finite
+    leftovers of crashed writes are removed first. Inside an initialised process group (``torchrun``,
+    :mod:`fsdiff.training.distributed`) every rank calls this; rank 0 alone locks, writes and shows
+    progress, and the model is wrapped in ``DistributedDataParallel``. Raises :class:`TrainingDiverged` on a non-finite
     loss or gradient, naming the step; the last checkpoint written is left untouched.
     """
-    with run_lock(run_dir):
+    world = current_world()
+    with run_lock(run_dir) if world.is_main else nullcontext():
         return _train_locked(model, sde, dataset, schedule, config, Path(run_dir), run_config, resume, progress,
                              stop_at, restrict_from_finest, callback, force_config)
 
@@ -237,8 +269,9 @@ def _train_locked(model, sde, dataset, schedule, config, run_dir: Path, run_conf
                   restrict_from_finest, callback, force_config) -> dict:
     grids = schedule.grids
     sde.check_noise(grids[-1].ndim)
+    world = current_world()
     state = _RunState(model, sde, schedule, config, run_dir,
-                      run_config if run_config is not None else {"training": _asdict(config)})
+                      run_config if run_config is not None else {"training": _asdict(config)}, world)
     existing = latest_checkpoint(run_dir)
     if resume:
         if existing is None:
@@ -246,38 +279,78 @@ def _train_locked(model, sde, dataset, schedule, config, run_dir: Path, run_conf
         state.restore(existing, force_config)
     elif existing is not None:
         raise RunDirectoryError(f"{run_dir} already holds checkpoints ({existing.name}); resume, or use a new run directory")
-    remove_run_orphans(run_dir)
+    if world.is_main:
+        remove_run_orphans(run_dir)
+    world.barrier()  # every rank has checked the run directory before rank 0 writes to it
 
-    val = ValidationSet(dataset, grids, sde, config.n_val, config.val_seed, "uniform", config.eps)
+    val = ValidationSet(dataset, grids, sde, config.n_val, config.val_seed, "uniform", config.eps) if world.is_main else None
     end = config.steps if stop_at is None else min(int(stop_at), config.steps)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _progress(progress, config.steps, state.start) as bar:
+    with _progress(progress and world.is_main, config.steps, state.start) as bar:
         for step in range(state.start, end):
             t_step = time.perf_counter()
             loss, gnorm, lr, level_name = state.gradient_step(step, dataset, restrict_from_finest)
             done = step + 1
             state.wall_total += time.perf_counter() - t_step
             row = {"step": done, "level": level_name, "loss": loss, "lr": lr, "grad_norm": gnorm, "wall_s": state.wall_total}
-            stop = bool(config.time_limit_s) and state.wall_total >= config.time_limit_s
+            stop = world.any(bool(config.time_limit_s) and state.wall_total >= config.time_limit_s)
             eval_now = done == config.steps or bool(config.eval_every and done % config.eval_every == 0) or stop
-            if eval_now:
+            if eval_now and world.is_main:  # the EMA is the same on every rank
                 for g, v in zip(grids, val.losses(state.ema.module, config.weighting)):
                     row[f"val_loss_{g.shape[0]}"] = v
             if eval_now or done % config.log_every == 0:
                 state.history.append(row)
-                if callback is not None:
+                if callback is not None and world.is_main:
                     stop = bool(callback(row)) or stop
+                stop = world.any(stop)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}", level=level_name)
             if stop or done == end or (config.checkpoint_every and done % config.checkpoint_every == 0):
                 state.save(done)
-                state.write_metrics(final=stop or done == end)
+                if world.is_main:
+                    state.write_metrics(final=stop or done == end)
             if stop:
                 end = done
                 break
     return {"step": end, "wall_s": state.wall_total, "levels": state.level_stats, "history": state.history,
             "checkpoint": str(state.last_good) if state.last_good else None}
+
+
+class _Replicated:
+    """The model as a data-parallel run calls it: a ``DistributedDataParallel`` wrapper that still
+    answers the score protocol's attributes (e.g. a preconditioner's ``loss_weight``)."""
+
+    def __init__(self, wrapped: nn.Module, module: nn.Module):
+        self.wrapped, self.module = wrapped, module
+
+    def __call__(self, *args, **kwargs):
+        return self.wrapped(*args, **kwargs)
+
+    def no_sync(self):
+        return self.wrapped.no_sync()
+
+    def __getattr__(self, name: str):
+        return getattr(self.module, name)
+
+
+def _replicated(model: nn.Module, config: TrainingConfig, world: World):
+    """What the step calls: the model, compiled if ``config.compile``, wrapped for DDP when distributed."""
+    wrapped = torch.compile(model) if config.compile else model
+    if not world.distributed:
+        return wrapped
+    from torch.nn.parallel import DistributedDataParallel
+
+    dev = next(model.parameters()).device
+    ddp = DistributedDataParallel(wrapped, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return _Replicated(ddp, model)
+
+
+def _autocast(precision: str, device: torch.device):
+    """bf16 autocast for ``precision = "bf16"`` (the spectral layers run their FFTs in fp32), else nothing."""
+    if precision != "bf16":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def _progress(enabled: bool, total: int, initial: int):

@@ -193,17 +193,35 @@ def _draw_term(dataset, sde: SDE, grids, level: int, n: int, gens: dict, *, coup
 
 def draw_terms(schedule: MultilevelSchedule, step: int, total_steps: int, dataset, sde: SDE, batch_size: int,
                gens: dict, *, time_sampling: str = "uniform", eps: float = 1e-3,
-               restrict_from_finest: bool = False) -> list[LossTerm]:
+               restrict_from_finest: bool = False, shards: Sequence[dict] | None = None,
+               n_shards: int = 1) -> list[LossTerm]:
     """Draw everything random for one step: level choice (``gens["level"]``), data (``gens["data"]``),
     times and noise (``gens["noise"]``). The whole batch is drawn before any model call, so
-    splitting it into micro-batches cannot change it."""
+    splitting it into micro-batches cannot change it.
+
+    Data-parallel runs (:mod:`fsdiff.training.distributed`) draw each term as ``n_shards`` equal
+    shards; ``shards`` holds the ``{"data", "noise"}`` generators of the shards this process draws
+    (default: ``[gens]``, the one shard), and the terms hold their rows, concatenated in order.
+    """
     kw = dict(time_sampling=time_sampling, eps=eps, restrict_from_finest=restrict_from_finest)
     grids = schedule.grids
+    shards = [gens] if shards is None else list(shards)
     if schedule.kind != "mlmc":
-        level = schedule.level(step, total_steps, gens.get("level"))
-        return [_draw_term(dataset, sde, grids, level, batch_size, gens, coupled=False, **kw)]
-    return [_draw_term(dataset, sde, grids, l, n, gens, coupled=l > 0, **kw)
-            for l, n in enumerate(schedule.mlmc_samples(batch_size))]
+        plan = [(schedule.level(step, total_steps, gens.get("level")), batch_size, False)]
+    else:
+        plan = [(l, n, l > 0) for l, n in enumerate(schedule.mlmc_samples(batch_size))]
+    terms = []
+    for level, n, coupled in plan:
+        if n % n_shards:
+            raise ValueError(f"{n} samples on level {level} cannot be split into {n_shards} equal data shards; "
+                             "make training.batch_size (and multilevel.samples) multiples of training.data_shards")
+        parts = [_draw_term(dataset, sde, grids, level, n // n_shards, g, coupled=coupled, **kw) for g in shards]
+        if len(parts) == 1:
+            terms.append(parts[0])
+        else:
+            terms.append(LossTerm(level, *(torch.cat([getattr(p, k) for p in parts]) for k in ("x0", "t", "eta")),
+                                  coupled))
+    return terms
 
 
 def term_loss(model: Callable, term: LossTerm, grids: Sequence[Grid], sde: SDE, weighting: str = "none",
@@ -259,8 +277,12 @@ class ValidationSet:
     def losses(self, model: Callable, weighting: str = "none", chunk: int = 32) -> list[float]:
         """Mean DSM loss per level (coarse to fine)."""
         out = []
+        params = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+        dev = params.device if params is not None else torch.device("cpu")
+        t = self.t.to(dev)
         for g, (x0, eta) in zip(self.grids, self.data):
-            vals = [dsm_loss(model, x0[i:i + chunk], self.sde, g, t=self.t[i:i + chunk], eta=eta[i:i + chunk],
+            x0, eta = x0.to(dev), eta.to(dev)
+            vals = [dsm_loss(model, x0[i:i + chunk], self.sde, g, t=t[i:i + chunk], eta=eta[i:i + chunk],
                              weighting=weighting) for i in range(0, x0.shape[0], chunk)]
             out.append(float(torch.cat(vals).double().mean()))
         return out

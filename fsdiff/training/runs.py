@@ -17,7 +17,7 @@ from .loop import latest_checkpoint, train
 from .multilevel import MultilevelSchedule, hierarchy
 from .rundir import resume_changes, run_lock
 
-__all__ = ["PRETRAINED_KIND", "data_statistics", "train_from_config", "resolve_checkpoint", "load_run", "export_run"]
+__all__ = ["PRETRAINED_KIND", "data_statistics", "train_from_config", "resolve_device", "resolve_checkpoint", "load_run", "export_run"]
 
 #: ``ckpt["kind"]`` of files written by :func:`export_run`
 PRETRAINED_KIND = "fsdiff-pretrained"
@@ -72,7 +72,7 @@ def data_statistics(dataset, grid: Grid, n: int, extrapolation: str = "zero", se
 
 
 def train_from_config(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-                      force_config: bool = False) -> Path:
+                      force_config: bool = False, device: str | torch.device = "cpu") -> Path:
     """Build grid, SDE, data set, model and schedule from ``cfg`` and train into ``run_dir``.
 
     Writes ``config.toml``, ``checkpoints/``, ``metrics.csv``, ``metrics.json``, ``loss.png``;
@@ -83,10 +83,24 @@ def train_from_config(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
     check (checkpoints present without ``resume``, none with it, the resume rules for a changed
     config) passes before anything is written; ``config.toml`` is rewritten on resume only when
     allowed fields changed (the change is also recorded in the metrics).
+
+    ``device``: ``"cpu"``, ``"cuda"`` (``cuda:LOCAL_RANK`` under torchrun) or ``"auto"`` (CUDA when
+    available). Under ``torchrun`` (``WORLD_SIZE > 1``) this joins the process group
+    (:func:`~fsdiff.training.distributed.init_distributed`) and trains data-parallel; every rank makes
+    the same checks, rank 0 alone writes.
     """
+    from contextlib import nullcontext
+
+    from .distributed import init_distributed, local_shards
+
     run_dir = Path(run_dir)
     new = cfg.to_dict()
-    with run_lock(run_dir):
+    dev = resolve_device(device)
+    world = init_distributed(dev)
+    local_shards(cfg.training.data_shards, world)  # refused before anything is written
+    if dev.type == "cuda" and world.distributed:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    with run_lock(run_dir) if world.is_main else nullcontext():
         existing = latest_checkpoint(run_dir)
         if resume and existing is None:
             raise FileNotFoundError(f"cannot resume: no checkpoints in {run_dir / 'checkpoints'}")
@@ -95,17 +109,37 @@ def train_from_config(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
                                     "continue it, or use a new run directory")
         changes = resume_changes(load_checkpoint(existing)["config"], new, force_config) if resume else {}
         grid, sde, dataset, model = _build(cfg)
+        model = model.to(dev)
         ml = cfg.multilevel
         grids = hierarchy(grid, ml.levels or None)
         schedule = MultilevelSchedule(grids, ml.schedule, fractions=ml.fractions or None,
                                       probabilities=ml.probabilities or None, samples=ml.samples or None, level=ml.level)
-        if not resume or changes:
+        if (not resume or changes) and world.is_main:
             write_toml(run_dir / "config.toml", new)
         train(model, sde, dataset, schedule, cfg.training, run_dir, run_config=new, resume=resume,
               progress=progress, restrict_from_finest=ml.restrict_from_finest, force_config=force_config)
         path = latest_checkpoint(run_dir)
     assert path is not None
     return path
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"`` / ``"cuda"`` / ``"cuda:N"`` / ``"auto"`` (CUDA if available) as a ``torch.device``; clear errors."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device (torch "
+                         f"{torch.__version__}); use --device cpu or auto")
+    return dev
 
 
 def resolve_checkpoint(run_dir_or_ckpt: str | Path) -> Path:
