@@ -120,7 +120,7 @@ class Grid:
 
     @property
     def max_modes(self) -> tuple[int, ...]:
-        """Largest kept |k_i| per axis: ``(N_i - 1) // 2`` (Nyquist dropped)."""
+        """Largest kept ``|k_i|`` per axis: ``(N_i - 1) // 2`` (Nyquist dropped)."""
         return tuple((n - 1) // 2 for n in self._shape)
 
     @property

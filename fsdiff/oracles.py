@@ -70,6 +70,8 @@ class GaussianScore:
     mean_grid : Grid, optional
         The grid the tensor ``mean`` lives on.
 
+    Notes
+    -----
     Calling ``oracle(x_t, t, grid)`` returns ``eta_hat = -s(t) Q grad log p_t(x_t)``
     (shape of ``x_t``), computed in float64 and returned in ``x_t``'s dtype.
     """
@@ -176,10 +178,13 @@ class GaussianScore:
         times : (N+1,) decreasing tensor from ``T`` to ``eps``.
         start : ``"prior"`` (``N(0, s(T)² Q)``, the sampler's start) or ``"exact"`` (``p_T``).
 
-        Returns ``(mean, var)``: ``mean`` the forward-normalised Fourier coefficients of the
-        output mean, complex ``(C, *rfft_shape)`` with C the mean's channels (1 if zero mean);
-        ``var`` the eigenvalues of the output covariance, float64 ``rfft_shape``
-        (compare with ``v_k`` or ``c_k``).
+        Returns
+        -------
+        (mean, var)
+            ``mean`` the forward-normalised Fourier coefficients of the
+            output mean, complex ``(C, *rfft_shape)`` with C the mean's channels (1 if zero mean);
+            ``var`` the eigenvalues of the output covariance, float64 ``rfft_shape``
+            (compare with ``v_k`` or ``c_k``).
         """
         times = torch.as_tensor(times, dtype=torch.float64).cpu()
         q = self.sde.covariance.eigenvalues(grid)
@@ -231,11 +236,11 @@ class GaussianMixtureScore:
     cov : Covariance
         Shared data covariance C.
 
-    Posterior weights
-    -----------------
-    At time t component j is ``N(m mu_j, Sigma_t)``, ``Sigma_t = m² C + s² Q``. Densities of
-    Gaussian measures in function space exist only relative to one another; relative to
-    ``N(0, Sigma_t)`` the Cameron–Martin formula gives
+    Notes
+    -----
+    **Posterior weights.** At time t component j is ``N(m mu_j, Sigma_t)``,
+    ``Sigma_t = m² C + s² Q``. Densities of Gaussian measures in function space exist only
+    relative to one another; relative to ``N(0, Sigma_t)`` the Cameron–Martin formula gives::
 
         log dN(m mu_j, Sigma_t)/dN(0, Sigma_t) (x) = m <Sigma_t^+ mu_j, x> - ½ m² ||Sigma_t^{+1/2} mu_j||²,
 

@@ -67,6 +67,8 @@ class LowModes:
         function's mode and is dropped) are the observation.
     grid_coarse : the coarse Grid (same domain as the target grid, not finer on any axis).
 
+    Notes
+    -----
     The sampler replaces these modes of the state by ``m(t) u_hat_k + s(t) eta_k`` (``eta ~ N(0, Q)``
     drawn fresh, nested) after every reverse step, and by ``u_hat_k`` exactly at the end, so a sample
     restricted to the coarse grid equals the observation's band-limited part.
@@ -168,6 +170,8 @@ class Mask(PointObservations):
     noise_std : observation noise standard deviation.
     grid : the Grid of the mask; its points are where the values were observed.
 
+    Notes
+    -----
     It is a :class:`PointObservations` at the masked grid points, so it works at any target grid
     (the target's band-limited function is evaluated at the observation points).
     """

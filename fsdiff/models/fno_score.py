@@ -167,14 +167,14 @@ class FNOScore(nn.Module):
 
         Parameters
         ----------
-        x_t : (B, C, *grid.shape)
+        x_t : ``(B, C, *grid.shape)``
         t : (B,) diffusion times (a float is broadcast)
         grid : Grid of dimension ``len(modes)``
-        cond : (B, cond_channels, *grid.shape) or None
+        cond : ``(B, cond_channels, *grid.shape)`` or None
 
         Returns
         -------
-        (B, C, *grid.shape)
+        ``(B, C, *grid.shape)``
         """
         inp = self._inputs(x_t, grid, cond)
         B, spatial = x_t.shape[0], tuple(grid.shape)

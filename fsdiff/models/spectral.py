@@ -143,7 +143,7 @@ class SpectralConv(nn.Module):
 
         Parameters
         ----------
-        x : (B, C_in, *S) real tensor, ``len(S) == len(modes)``.
+        x : ``(B, C_in, *S)`` real tensor, ``len(S) == len(modes)``.
         scale, shift : (B, C_out) or None
             Per-sample, per-channel FiLM, applied in Fourier space (a constant is mode 0), so it
             costs no pass over the grid.

@@ -36,22 +36,37 @@ __all__ = [
 class SNOTrainConfig:
     """Training settings.
 
-    steps, lr : Adam steps and peak learning rate (cosine decay to 5% over ``steps``).
-    batch_dists : distributions per batch (SNO); points_per_dist : points per distribution.
-    n_range : empirical embeddings use ``n`` log-uniform in ``[n_lo, n_hi]`` samples ...
-    exact_fraction : ... except this share of batch elements, which get the exact embedding.
-    eps : smallest training time.
-    t_power : training times ``t = eps + (T - eps) u^t_power``, ``u ~ U(0, 1)`` (1: uniform; 2 puts
+    Parameters
+    ----------
+    steps, lr
+        Adam steps and peak learning rate (cosine decay to 5% over ``steps``).
+    batch_dists
+        distributions per batch (SNO).
+    points_per_dist
+        points per distribution.
+    n_range
+        empirical embeddings use ``n`` log-uniform in ``[n_lo, n_hi]`` samples ...
+    exact_fraction
+        ... except this share of batch elements, which get the exact embedding.
+    eps
+        smallest training time.
+    t_power
+        training times ``t = eps + (T - eps) u^t_power``, ``u ~ U(0, 1)`` (1: uniform; 2 puts
         more points at small t, where scores are sharp and errors largest).
-    ema_decay : exponential moving average of the weights (0 disables).
-    grad_clip : max gradient norm.
-    bank_per_dist : if > 0, empirical embeddings are drawn once per training distribution
+    ema_decay
+        exponential moving average of the weights (0 disables).
+    grad_clip
+        max gradient norm.
+    bank_per_dist
+        if > 0, empirical embeddings are drawn once per training distribution
         (this many each, plus the exact one) and reused; 0 draws fresh sample sets every step.
-    t_density : ``"power"`` (the ``t_power`` rule above) or ``"log_mix"``: half the points at
+    t_density
+        ``"power"`` (the ``t_power`` rule above) or ``"log_mix"``: half the points at
         ``t`` log-uniform in ``[eps, T]``, half uniform. Scores are sharpest and the relative error
         largest at small ``t`` (``|eta*|`` shrinks like ``s(t) / data std`` there), and a
         log-uniform share puts ~45% of the points at ``t < 0.2`` instead of 20%.
-    exact_warmup : curriculum for empirical encodings: for this share of the steps every batch
+    exact_warmup
+        curriculum for empirical encodings: for this share of the steps every batch
         element gets the exact embedding; afterwards ``exact_fraction`` applies.
     """
 
