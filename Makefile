@@ -10,7 +10,7 @@ export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 export MALLOC_TOP_PAD_ ?= 1073741824
 
-.PHONY: demo test install bench clean pretrained
+.PHONY: demo test install bench clean pretrained docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The documentation site (Sphinx + myst-nb) into docs/_build/html; every warning is an error.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/sphinx-build -M html docs docs/_build -W --keep-going -q
+	@echo "docs: open docs/_build/html/index.html"
 
 # Retrain the shipped score operators from their configs (40 and 50 min; both run at once, one
 # core each), export them to pretrained/ and print wall-clock and quality figures.
@@ -42,4 +52,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_noise.py
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output docs/_build docs/_generated
