@@ -57,3 +57,4 @@ html_theme = "furo"
 html_title = f"fsdiff {release}"
 html_static_path: list[str] = []
 html_show_sourcelink = False
+html_copy_source = False

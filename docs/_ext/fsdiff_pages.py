@@ -264,7 +264,7 @@ def stage_cli() -> None:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub._choices_actions}
     columns = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "100"         # argparse wraps help to the terminal width: make it fixed
+    os.environ["COLUMNS"] = "80"          # argparse wraps to the terminal width: fixed, to fit the page
     try:
         lines = ["| command | what it does |", "|---|---|"]
         lines += [f"| [`fsdiff {n}`](#fsdiff-{n}) | {helps.get(n, '')} |" for n in sub.choices]
