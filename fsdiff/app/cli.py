@@ -97,7 +97,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be at least 1; got {args.steps}")
     if args.n < 1:
         raise ValueError(f"--n must be at least 1; got {args.n}")
+    from ..sampling import parse_memory
+    from ..training import resolve_device
+
+    max_memory = parse_memory(args.max_memory) if args.max_memory is not None else None
+    device = resolve_device(args.device)
     model, sde, grid, cfg = load_run(args.run)
+    model = model.to(device)
     shapes = [parse_resolution(r, grid.ndim) for r in (args.resolution or [grid.shape[0]])]
     paths = output_paths(args.out, shapes)
     _check_outputs(*paths, *(p.with_suffix(".png") for p in paths))
@@ -105,10 +111,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     data_spec = cfg.data.spec()
     channels = int(getattr(dataset_from_dict(data_spec), "channels", 1))  # data sets load lazily: no data needed
+    if max_memory is not None:  # every resolution fits the budget, or nothing is sampled
+        from ..grid import Grid
+        from ..sampling import chunk_size_for
+
+        for shape in shapes:
+            chunk_size_for(model, Grid(shape, grid.length), args.n, channels, max_memory)
     sample_run(model, sde, grid, shapes, args.n, channels, sampler=args.sampler, steps=args.steps, seed=args.seed,
                out=args.out, chunk_size=args.chunk_size, progress=not args.quiet,
                attrs={"checkpoint": str(args.run)}, time_grid=args.time_grid,
-               cmap="gray" if data_spec.get("type") == "mnist" else "viridis")
+               cmap="gray" if data_spec.get("type") == "mnist" else "viridis", max_memory=max_memory, device=device)
     for p in output_paths(args.out, shapes):
         print(f"wrote {p} and {p.with_suffix('.png')}")
     return 0
@@ -291,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time grid (default: EDM's rho = 7 schedule)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--chunk-size", type=int, default=16, help="model evaluations per micro-batch")
+    s.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="memory budget such as 4G: the chunk size is chosen per resolution to stay within it "
+                        "(overrides --chunk-size; see docs/scaling.md)")
     s.add_argument("--out", default="samples.nc", help="netCDF path; several resolutions get _<N> suffixes")
     s.set_defaults(func=_cmd_sample)
 

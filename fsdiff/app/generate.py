@@ -20,7 +20,7 @@ import torch
 from ..grid import Grid, to_dataarray
 from ..io import write_netcdf
 from ..plotting import field_panels, save_figure
-from ..sampling import sample
+from ..sampling import chunk_size_for, sample
 
 __all__ = ["parse_resolution", "sample_run", "output_paths"]
 
@@ -69,6 +69,8 @@ def sample_run(
     n_plot: int = 16,
     time_grid: str = "edm",
     cmap: str = "viridis",
+    max_memory: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[dict[tuple[int, ...], torch.Tensor], dict]:
     """Sample ``n`` functions at each grid shape with one seed; optionally write netCDF + PNG.
 
@@ -78,6 +80,9 @@ def sample_run(
     ``sampler="auto"`` takes :func:`fsdiff.sampling.default_sampler` of the model.
     Returns ``({shape: (n, channels, *shape)}, info)``, ``info = {"sampler", "nfe", "seconds"}``: the
     scheme that ran, score evaluations per resolution and ``{shape: wall-clock s}``.
+    ``max_memory`` (bytes): choose the chunk per resolution by :func:`fsdiff.sampling.chunk_size_for`
+    instead of ``chunk_size``. ``device``: where the model and the state live (the returned samples
+    are on the CPU).
     """
     if n < 1:
         raise ValueError(f"n must be positive; got {n}")
@@ -86,11 +91,14 @@ def sample_run(
     for shape, path in zip(shapes, paths):
         grid = Grid(shape, train_grid.length)
         gen = torch.Generator().manual_seed(seed)
+        chunk = chunk_size if max_memory is None else chunk_size_for(model, grid, n, channels, max_memory)
         t0 = time.perf_counter()
         with torch.no_grad():
             x, run = sample(model, sde, grid, n, channels=channels, sampler=sampler, steps=steps, generator=gen,
-                            chunk_size=chunk_size, progress=progress, time_grid=time_grid, return_info=True)
+                            chunk_size=chunk, progress=progress, time_grid=time_grid, return_info=True, device=device)
+        x = x.cpu()
         info.update(sampler=run["sampler"], nfe=run["nfe"])
+        info.setdefault("chunk", {})[shape] = chunk
         info["seconds"][shape] = time.perf_counter() - t0
         results[shape] = x
         if path is not None:

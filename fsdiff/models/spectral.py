@@ -159,6 +159,8 @@ class SpectralConv(nn.Module):
             )
         B, spatial = x.shape[0], tuple(x.shape[2:])
         kept = kept_modes(self.modes, spatial)
+        if x.dtype in (torch.float16, torch.bfloat16):  # no complex half types; bf16 FFTs are unsupported (CPU, cuFFT)
+            x = x.float()
         xh = _forward_modes(x, kept)  # (B, I, *kept_shape)
         kshape = xh.shape[2:]
         xp = xh.reshape(B, self.in_channels, -1).permute(2, 0, 1)  # (M, B, I)

@@ -74,8 +74,9 @@ the run (prior, and each step's predictor/corrector noise); every draw then uses
 * :func:`sample_coarse_to_fine` shares those draws with :func:`sample`.
 """
 
+from .memory import chunk_size_for, parse_memory, sampling_bytes
 from .samplers import SAMPLER_CHOICES, SAMPLERS, default_sampler, resolve_sampler, sample, sample_coarse_to_fine
 from .timesteps import TIME_GRIDS, noise_level, time_steps
 
 __all__ = ["sample", "sample_coarse_to_fine", "SAMPLERS", "SAMPLER_CHOICES", "default_sampler", "resolve_sampler",
-           "time_steps", "TIME_GRIDS", "noise_level"]
+           "time_steps", "TIME_GRIDS", "noise_level", "chunk_size_for", "parse_memory", "sampling_bytes"]
