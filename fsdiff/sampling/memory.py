@@ -22,9 +22,9 @@ __all__ = ["parse_memory", "activation_channels", "sampling_bytes", "chunk_size_
            "BYTES_PER_ACTIVATION"]
 
 #: bytes per grid point and field of the sampler's state and its temporaries (fp32)
-STATE_BYTES = 40
+STATE_BYTES = 48
 #: bytes per grid point, activation channel and chunk element of one network evaluation (fp32)
-BYTES_PER_ACTIVATION = 48
+BYTES_PER_ACTIVATION = 16
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
