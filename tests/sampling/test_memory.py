@@ -48,3 +48,18 @@ def test_nested_specs_are_searched():
     stats = SpectralStatistics((8, 8)).fit(torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
     assert activation_channels(fd.SpectralPreconditioner(net, sde, stats)) == 24
     assert activation_channels(lambda x, t, g: x) == 64  # no spec: the documented default
+
+
+def test_sample_command_keeps_the_budget_or_refuses_before_writing(tmp_path, capsys):
+    from fsdiff._paths import REPO_ROOT
+    from fsdiff.app.cli import main
+
+    model = str(REPO_ROOT / "pretrained" / "mnist.pt")
+    out = tmp_path / "s.nc"
+    assert main(["sample", model, "--resolution", "28", "512", "--n", "64", "--max-memory", "10M",
+                 "--out", str(out), "--quiet"]) == 2
+    assert "need about" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # neither resolution was sampled
+    assert main(["sample", model, "--resolution", "28", "--n", "3", "--steps", "2", "--max-memory", "1G",
+                 "--out", str(out), "--quiet"]) == 0
+    assert out.exists() and out.with_suffix(".png").exists()
