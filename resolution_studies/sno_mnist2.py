@@ -42,20 +42,21 @@ from fsdiff.io import save_checkpoint, write_json, write_text
 from fsdiff.plotting import save_figure
 from fsdiff.data.statistics import SpectralStatistics
 from fsdiff.sno.latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, PrototypeScore, encode_by_class,
-                               few_shot_sample, save_few_shot, train_autoencoder, train_latent_sno)
+                               few_shot_sample, residual_statistics, save_few_shot, train_autoencoder,
+                               train_latent_sno)
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2"
 
 
 @dataclass(frozen=True)
 class SNOMnist2Config:
-    """Settings (defaults: ~25 min on one CPU thread shared with other runs)."""
+    """Settings (defaults: ~40 min on one CPU thread)."""
 
     ae_steps: int = 1500
     ae_width: int = 16
     latent_channels: int = 4
     bank_per_class: int = 150      # training latents per class (train split)
-    sno_steps: int = 3000
+    sno_steps: int = 8000
     sno_width: int = 32
     sno_layers: int = 4
     shots: tuple[int, ...] = (1, 5, 50)
@@ -63,6 +64,8 @@ class SNOMnist2Config:
     n_generate: int = 16           # per class and K
     n_real: int = 32               # held-out real test images per class (memorisation reference)
     sample_steps: int = 24
+    centred: bool = True           # the Gaussian part centred on the prototype (PrototypeScore(centred=True))
+    residual_scales: tuple[float, ...] = (1.0, 0.5, 0.0)   # weights of the learned residual evaluated (0: Gaussian part)
     seed: int = 0
 
 
@@ -85,7 +88,8 @@ def _nearest(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (torch.cdist(a.flatten(1), b.flatten(1)) / a[0].numel() ** 0.5).min(1).values
 
 
-def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = None) -> dict:
+def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = None,
+        few_shot: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     g = torch.Generator().manual_seed(cfg.seed)
@@ -98,7 +102,12 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
     # ---------------------------------------------------------------- autoencoder
     t0 = time.perf_counter()
     ae = LatentAutoencoder(cfg.latent_channels, cfg.ae_width)
-    if autoencoder is not None:  # reuse a trained one (its own file records its steps and time)
+    if few_shot is not None:  # evaluate a trained file again (its own config records its training)
+        from fsdiff.sno.latent import load_few_shot
+
+        ae, sno, sde = load_few_shot(few_shot)
+        losses = [float("nan")]
+    elif autoencoder is not None:  # reuse a trained one (its own file records its steps and time)
         from fsdiff.io import load_checkpoint, load_state
 
         ck = load_checkpoint(autoencoder)
@@ -107,8 +116,10 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
     else:
         train_autoencoder(ae, lambda n, gg: train.sample(DOUBLE_GRID, n, gg), cfg.ae_steps, g, log=log)
     timings["autoencoder_s"] = time.perf_counter() - t0
-    save_checkpoint(out / "autoencoder.pt", {"config": {"study": dataclasses.asdict(cfg)},
-                                             "model": {"spec": ae.spec, "state_dict": ae.state_dict()}, "step": cfg.ae_steps})
+    if few_shot is None:
+        save_checkpoint(out / "autoencoder.pt", {"config": {"study": dataclasses.asdict(cfg)},
+                                                 "model": {"spec": ae.spec, "state_dict": ae.state_dict()},
+                                                 "step": cfg.ae_steps})
     xt, yt = test.sample_with_labels(DOUBLE_GRID, 512, torch.Generator().manual_seed(cfg.seed + 1))
     with torch.no_grad():
         recon = ae.decode(ae.encode(xt))
@@ -119,44 +130,57 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
 
     # ---------------------------------------------------------------- latent bank and SNO
     t0 = time.perf_counter()
-    labels = torch.tensor(train.classes).repeat_interleave(cfg.bank_per_class)
-    imgs = train.render(labels, DOUBLE_GRID, g)
-    latents = encode_by_class(ae, imgs, labels)
-    scale = float(torch.cat(list(latents.values())).std())
-    sde = fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0).with_pointwise_variance(scale**2, LATENT_GRID))
-    net = fd.FNOScore(in_channels=cfg.latent_channels, width=cfg.sno_width, modes=(3, 6), n_layers=cfg.sno_layers,
-                      cond_channels=2 * cfg.latent_channels, positional="periodic")
-    stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, cfg.latent_channels).fit(torch.cat(list(latents.values())))
-    model = PrototypeScore(net, sde, stats)
-    scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond")
-    sno, losses = train_latent_sno(model, sde, latents, train.classes, scfg, g, log=log)
+    if few_shot is None:
+        labels = torch.tensor(train.classes).repeat_interleave(cfg.bank_per_class)
+        imgs = train.render(labels, DOUBLE_GRID, g)
+        latents = encode_by_class(ae, imgs, labels)
+        scale = float(torch.cat(list(latents.values())).std())
+        sde = fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0).with_pointwise_variance(scale**2, LATENT_GRID))
+        net = fd.FNOScore(in_channels=cfg.latent_channels, width=cfg.sno_width, modes=(3, 6), n_layers=cfg.sno_layers,
+                          cond_channels=2 * cfg.latent_channels, positional="periodic")
+        if cfg.centred:
+            stats = residual_statistics(latents, train.classes, cfg.shots, 20000, g)
+        else:
+            stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, cfg.latent_channels).fit(torch.cat(list(latents.values())))
+        model = PrototypeScore(net, sde, stats, centred=cfg.centred)
+        scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond")
+        sno, losses = train_latent_sno(model, sde, latents, train.classes, scfg, g, log=log)
+        save_few_shot(out / "few_shot.pt", ae, sno, sde, {"study": dataclasses.asdict(cfg)}, cfg.sno_steps)
     timings["latent_sno_s"] = time.perf_counter() - t0
-    save_few_shot(out / "few_shot.pt", ae, sno, sde, {"study": dataclasses.asdict(cfg)}, cfg.sno_steps)
+    if few_shot is not None and (few_shot.parent / "results.json").exists():  # the training run's own times
+        import json
+
+        prev = json.loads((few_shot.parent / "results.json").read_text())
+        timings.update({k: prev["timings"][k] for k in ("autoencoder_s", "latent_sno_s")})
+        losses = [prev["final_sno_loss"]]
 
     # ---------------------------------------------------------------- few-shot evaluation
     t0 = time.perf_counter()
     seen = train.classes[:: max(1, len(train.classes) // cfg.eval_seen)][: cfg.eval_seen]
     groups = {"seen": seen, "unseen": train.held_out}
-    gt = torch.Generator().manual_seed(cfg.seed + 2)
     results: dict = {}
     shown: dict = {}
-    for name, classes in groups.items():
-        for k in cfg.shots:
-            rows = []
-            for c in classes:
-                support = test.render(torch.full((k,), c), DOUBLE_GRID, gt)
-                real = test.render(torch.full((cfg.n_real,), c), DOUBLE_GRID, gt)
-                x = few_shot_sample(sno, ae, sde, support, cfg.n_generate, generator=gt, steps=cfg.sample_steps)
-                lab = torch.full((cfg.n_generate,), c)
-                rows.append({"class": CLASS_NAMES[c], "both_right": float(both_right(clf, x, lab).double().mean()),
-                             "diversity": _pairwise(x), "real_diversity": _pairwise(real),
-                             "nearest_support_samples": float(_nearest(x, support).mean()),
-                             "nearest_support_real": float(_nearest(real, support).mean())})
-                if k in (1, 5) and len(shown.setdefault((name, k), [])) < 4:
-                    shown[(name, k)].append((CLASS_NAMES[c], support[:k], x[:6]))
-            agg = {m: sum(r[m] for r in rows) / len(rows) for m in rows[0] if m != "class"}
-            results[f"{name}_K{k}"] = {"classes": len(rows), **agg, "per_class": rows}
-            log(f"{name} K={k}: " + ", ".join(f"{m} {v:.3f}" for m, v in agg.items()))
+    for r_scale in cfg.residual_scales:
+        gt = torch.Generator().manual_seed(cfg.seed + 2)  # the same supports and real images for every scale
+        for name, classes in groups.items():
+            for k in cfg.shots:
+                rows = []
+                for c in classes:
+                    support = test.render(torch.full((k,), c), DOUBLE_GRID, gt)
+                    real = test.render(torch.full((cfg.n_real,), c), DOUBLE_GRID, gt)
+                    x = few_shot_sample(sno, ae, sde, support, cfg.n_generate, generator=gt, steps=cfg.sample_steps,
+                                        residual_scale=r_scale)
+                    lab = torch.full((cfg.n_generate,), c)
+                    rows.append({"class": CLASS_NAMES[c], "both_right": float(both_right(clf, x, lab).double().mean()),
+                                 "diversity": _pairwise(x), "real_diversity": _pairwise(real),
+                                 "nearest_support_samples": float(_nearest(x, support).mean()),
+                                 "nearest_support_real": float(_nearest(real, support).mean())})
+                    if k in (1, 5) and len(shown.setdefault((r_scale, name, k), [])) < 4:
+                        shown[(r_scale, name, k)].append((CLASS_NAMES[c], support[:k], x[:6]))
+                agg = {m: sum(r[m] for r in rows) / len(rows) for m in rows[0] if m != "class"}
+                results[f"{name}_K{k}_r{r_scale:g}"] = {"classes": len(rows), "residual_scale": r_scale, **agg,
+                                                        "per_class": rows}
+                log(f"residual x{r_scale:g} {name} K={k}: " + ", ".join(f"{m} {v:.3f}" for m, v in agg.items()))
     timings["evaluation_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_all
     summary = {"config": dataclasses.asdict(cfg), "autoencoder": ae_metrics, "few_shot": results,
@@ -181,8 +205,8 @@ def _figures(out: Path, xt, recon, shown) -> None:
     axes[0, 0].set_ylabel("real", fontsize=8)
     axes[1, 0].set_ylabel("reconstructed", fontsize=8)
     save_figure(fig, out / "reconstructions.png")
-    for name in ("seen", "unseen"):
-        items = shown.get((name, 1), []) + shown.get((name, 5), [])
+    for r_scale, name in sorted({(key[0], key[1]) for key in shown}):
+        items = shown.get((r_scale, name, 1), []) + shown.get((r_scale, name, 5), [])
         if not items:
             continue
         cols = 5 + 6
@@ -198,7 +222,7 @@ def _figures(out: Path, xt, recon, shown) -> None:
             axes[r, 0].set_ylabel(f"{cname} K={support.shape[0]}", fontsize=7)
         axes[0, 0].set_title("support", fontsize=8)
         axes[0, 5].set_title("generated", fontsize=8)
-        save_figure(fig, out / f"samples_{name}.png")
+        save_figure(fig, out / (f"samples_{name}.png" if r_scale == 1 else f"samples_{name}_residual{r_scale:g}.png"))
 
 
 def _summary(s: dict) -> str:
@@ -206,15 +230,18 @@ def _summary(s: dict) -> str:
     lines = ["# Score Neural Operator on MNIST double digits (latent function space)", "",
              f"Autoencoder {c['ae_steps']} steps ({s['timings']['autoencoder_s']:.0f} s): latent {c['latent_channels']} x 7 x 14; "
              f"reconstruction RMSE {a['recon_rmse']:.3f}; both digits right on real test images {a['both_right_real']:.3f}, "
-             f"on their reconstructions {a['both_right_recon']:.3f}. Latent SNO (FNOScore conditioned on the prototype) "
+             f"on their reconstructions {a['both_right_recon']:.3f}. Latent SNO (PrototypeScore: an FNO residual on the Gaussian part centred on the prototype) "
              f"{c['sno_steps']} steps ({s['timings']['latent_sno_s']:.0f} s); sampler Heun PF-ODE, {c['sample_steps']} steps. "
              f"Unseen classes: {', '.join(s['held_out_classes'])}. Runtime {s['timings']['total_s']:.0f} s on "
              f"{s['torch_threads']} thread(s).", "",
-             "| classes | K | both digits right | diversity (real) | nearest support: samples / real |",
-             "|---|---|---|---|---|"]
+             "`residual` is the weight of the learned residual network on top of the Gaussian part centred on the "
+             "prototype (1: the trained model; 0: the Gaussian part alone, no network).", "",
+             "| residual | classes | K | both digits right | diversity (real) | nearest support: samples / real |",
+             "|---|---|---|---|---|---|"]
     for key, r in s["few_shot"].items():
-        name, k = key.split("_K")
-        lines.append(f"| {name} ({r['classes']}) | {k} | {r['both_right']:.3f} | {r['diversity']:.3f} ({r['real_diversity']:.3f}) "
+        name, k = key.split("_r")[0].split("_K")
+        lines.append(f"| {r['residual_scale']:g} | {name} ({r['classes']}) | {k} | {r['both_right']:.3f} | "
+                     f"{r['diversity']:.3f} ({r['real_diversity']:.3f}) "
                      f"| {r['nearest_support_samples']:.3f} / {r['nearest_support_real']:.3f} |")
     lines += ["", "Targets (issue 14): unseen K = 5 >= 0.70 both right, K = 1 >= 0.50; memorisation: samples no closer to the "
               "support than real images of the class.", "",
@@ -228,13 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (not the reported numbers)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--autoencoder", type=Path, default=None, help="reuse this trained autoencoder.pt")
+    p.add_argument("--few-shot", type=Path, default=None, help="evaluate this trained few_shot.pt again (no training)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = SNOMnist2Config()
     if a.quick:
         cfg = dataclasses.replace(cfg, ae_steps=20, bank_per_class=52, sno_steps=20, sno_width=8, sno_layers=1,
                                   eval_seen=2, n_generate=2, n_real=3, sample_steps=2)
-    run(cfg, a.out, log=lambda s: print(s, flush=True), autoencoder=a.autoencoder)
+    run(cfg, a.out, log=lambda s: print(s, flush=True), autoencoder=a.autoencoder, few_shot=a.few_shot)
     return 0
 
 

@@ -32,7 +32,7 @@ from .embedding import prototype_encoding
 
 __all__ = ["LATENT_GRID", "LatentAutoencoder", "build_autoencoder", "train_autoencoder", "prototype",
            "LatentSNOConfig", "train_latent_sno", "few_shot_sample", "encode_by_class", "save_few_shot", "load_few_shot",
-           "PrototypeScore", "build_prototype_score"]
+           "PrototypeScore", "build_prototype_score", "residual_statistics"]
 
 #: the latent grid: 7 x 14 points on the image domain [0, 1) x [0, 2)
 LATENT_GRID = Grid((7, 14), (1.0, 2.0))
@@ -177,12 +177,15 @@ def train_latent_sno(model: nn.Module, sde: SDE, latents: dict[int, torch.Tensor
 @torch.no_grad()
 def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: torch.Tensor, n: int,
                     generator: torch.Generator | None = None, steps: int = 24, sampler: str = "ode",
-                    time_grid: str = "edm") -> torch.Tensor:
-    """``n`` new images of the class of ``support (K, 1, 28, 56)``: ``(n, 1, 28, 56)`` decoded samples."""
+                    time_grid: str = "edm", residual_scale: float = 1.0) -> torch.Tensor:
+    """``n`` new images of the class of ``support (K, 1, 28, 56)``: ``(n, 1, 28, 56)`` decoded samples.
+
+    ``residual_scale`` (a :class:`PrototypeScore` only): the weight of the learned residual."""
     if support.ndim != 4 or support.shape[0] < 1 or tuple(support.shape[1:]) != (1, 28, 56):
         raise ValueError(f"support must be (K, 1, 28, 56) double-digit images with K >= 1; got {tuple(support.shape)}")
     cond = prototype(ae.encode(support.float()))[None]
-    z = sample(lambda x, t, g: model(x, t, g, cond.expand(x.shape[0], *cond.shape[1:])), sde, LATENT_GRID, n,
+    kw = {} if residual_scale == 1 else {"residual_scale": float(residual_scale)}
+    z = sample(lambda x, t, g: model(x, t, g, cond.expand(x.shape[0], *cond.shape[1:]), **kw), sde, LATENT_GRID, n,
                channels=ae.latent_channels, sampler=sampler, steps=steps, time_grid=time_grid, generator=generator)
     return ae.decode(z)
 
@@ -246,9 +249,15 @@ class PrototypeScore(nn.Module):
     statistics plus a residual ``net`` (``cond_channels = 2 C``: the preconditioner's Wiener estimate
     and the prototype), scaled by the posterior std, as the shipped image models. ``x_t, prototype``:
     ``(B, C, *grid.shape)``.
+
+    ``centred=True`` models the latent as ``prototype + y``: the Gaussian part is centred on the
+    prototype, with ``statistics`` fitted to the residuals ``y = z - prototype``
+    (:func:`residual_statistics`). Since ``x_t - m(t) prototype = m(t) y + s(t) eta``, the noise is the
+    same and only the input shifts; the prototype then fixes the sample's coarse shape at large t
+    instead of having to be learned through the residual network.
     """
 
-    def __init__(self, net: nn.Module, sde: SDE, statistics):
+    def __init__(self, net: nn.Module, sde: SDE, statistics, centred: bool = False):
         super().__init__()
         from ..models import SpectralPreconditioner
 
@@ -258,20 +267,46 @@ class PrototypeScore(nn.Module):
         self.inner = _WithPrototype(net, channels)
         self.pre = SpectralPreconditioner(self.inner, sde, statistics)
         self.in_channels = channels
+        self.centred = bool(centred)
 
     @property
     def spec(self) -> dict:
         return {"type": "prototype_score", "net": self.inner.net.spec, "sde": self.pre.sde.to_dict(),
-                "statistics": self.pre.statistics.spec}
+                "statistics": self.pre.statistics.spec, "centred": self.centred}
 
-    def forward(self, x_t: torch.Tensor, t, grid: Grid, prototype: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t, grid: Grid, prototype: torch.Tensor,
+                residual_scale: float = 1.0) -> torch.Tensor:
+        """``eta_hat (B, C, *grid.shape)``; ``residual_scale`` scales the network's part (0: the Gaussian
+        part alone, the exact score of ``N(prototype + mean, statistics)`` for a centred model)."""
         if prototype.shape != x_t.shape:
             raise ValueError(f"prototype must have the shape of x_t {tuple(x_t.shape)}; got {tuple(prototype.shape)}")
+        if self.centred:
+            from .._checks import batch_times
+
+            tt = batch_times(t, x_t.shape[0], torch.float64, torch.device("cpu"))
+            m = self.pre.sde.mean_scale(tt).reshape(-1, *([1] * (x_t.ndim - 1))).to(x_t.device, x_t.dtype)
+            x_t = x_t - m * prototype
+        if residual_scale == 0:
+            return self.pre.gaussian_parts(x_t, t, grid)[0].to(x_t.dtype)
         self.inner.prototype = prototype
         try:
-            return self.pre(x_t, t, grid)
+            if residual_scale == 1:
+                return self.pre(x_t, t, grid)
+            p, resid = self.pre._split(x_t, t, grid)
+            return (p["eta_g"].to(x_t.dtype) + residual_scale * resid).to(x_t.dtype)
         finally:
             self.inner.prototype = None
+
+
+def residual_statistics(latents: dict[int, torch.Tensor], classes: Sequence[int], shots: Sequence[int], n: int,
+                        generator: torch.Generator) -> "SpectralStatistics":
+    """Per-mode statistics of ``z - prototype`` over ``n`` draws (class, K in ``shots``, target not in the support),
+    for a ``centred`` :class:`PrototypeScore`."""
+    from ..data.statistics import SpectralStatistics
+
+    cfg = LatentSNOConfig(batch_size=n, shots=tuple(shots))
+    x0, cond = _draw_batch(latents, classes, cfg, generator)
+    return SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, x0.shape[1]).fit(x0 - cond)
 
 
 def build_prototype_score(spec: dict) -> PrototypeScore:
@@ -279,4 +314,5 @@ def build_prototype_score(spec: dict) -> PrototypeScore:
     from ..models import build_model
     from ..sde import sde_from_dict
 
-    return PrototypeScore(build_model(spec["net"]), sde_from_dict(spec["sde"]), SpectralStatistics.from_spec(spec["statistics"]))
+    return PrototypeScore(build_model(spec["net"]), sde_from_dict(spec["sde"]), SpectralStatistics.from_spec(spec["statistics"]),
+                          centred=bool(spec.get("centred", False)))

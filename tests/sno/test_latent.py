@@ -171,3 +171,38 @@ def test_prototype_score_is_the_gaussian_posterior_when_untrained_and_round_trip
     torch.testing.assert_close(again(x, t, LATENT_GRID, proto), trained(x, t, LATENT_GRID, proto))
     with pytest.raises(ValueError, match="cond_channels = 4"):
         PrototypeScore(fd.FNOScore(in_channels=2, width=8, modes=(3, 6), n_layers=1, cond_channels=2), sde, stats)
+
+
+def test_centred_prototype_score_is_the_gaussian_around_the_prototype(tmp_path):
+    """``centred=True``: the Gaussian part is N(prototype + mu, c) exactly, so moving the prototype by d
+    and x_t by m(t) d leaves it unchanged; residual_scale interpolates the network's part; it round-trips."""
+    from fsdiff.data.statistics import SpectralStatistics
+    from fsdiff.sno.latent import PrototypeScore, residual_statistics
+
+    torch.manual_seed(0)
+    bank = torch.randn(64, 2, 7, 14) * 0.5 + 0.1
+    latents = {c: bank[c * 16:(c + 1) * 16] for c in range(4)}
+    stats = residual_statistics(latents, [0, 1, 2, 3], (1, 5), 256, torch.Generator().manual_seed(0))
+    assert isinstance(stats, SpectralStatistics) and stats.channels == 2
+    sde = fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0))
+    net = fd.FNOScore(in_channels=2, width=8, modes=(3, 6), n_layers=1, cond_channels=4, positional="periodic")
+    model = PrototypeScore(net, sde, stats, centred=True)
+    gen = torch.Generator().manual_seed(1)
+    x, proto, d = (torch.randn(3, 2, 7, 14, generator=gen) for _ in range(3))
+    t = torch.full((3,), 0.4)
+    m = float(sde.mean_scale(torch.tensor(0.4, dtype=torch.float64)))
+    with torch.no_grad():
+        base = model(x, t, LATENT_GRID, proto)
+        gauss = model(x, t, LATENT_GRID, proto, residual_scale=0.0)
+        torch.testing.assert_close(model(x + m * d, t, LATENT_GRID, proto + d, residual_scale=0.0), gauss,
+                                   rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(gauss, model(x, t, LATENT_GRID, proto + d, residual_scale=0.0), atol=1e-3)
+        # the Gaussian part is the posterior of a Gaussian centred on the prototype: shift x_t by m * proto
+        shifted = model.pre.gaussian_parts(x - m * proto, t, LATENT_GRID)[0]
+        torch.testing.assert_close(gauss.double(), shifted.double(), rtol=1e-6, atol=1e-6)
+        half = model(x, t, LATENT_GRID, proto, residual_scale=0.5)
+        torch.testing.assert_close(half, 0.5 * (gauss + base), rtol=1e-4, atol=1e-5)
+    _, again, _ = load_few_shot(save_few_shot(tmp_path / "c.pt", LatentAutoencoder(2, 4), model, sde))
+    assert again.centred
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, t, LATENT_GRID, proto), base)
