@@ -66,6 +66,8 @@ class SNOMnist2Config:
     sample_steps: int = 24
     centred: bool = True           # the Gaussian part centred on the prototype (PrototypeScore(centred=True))
     residual_scales: tuple[float, ...] = (1.0, 0.5, 0.0)   # weights of the learned residual evaluated (0: Gaussian part)
+    drop_prototype: float = 0.0    # train with the null prototype this often (classifier-free guidance)
+    guidances: tuple[float, ...] = (1.0,)   # guidance weights evaluated (with each residual weight)
     seed: int = 0
 
 
@@ -143,7 +145,8 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
         else:
             stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, cfg.latent_channels).fit(torch.cat(list(latents.values())))
         model = PrototypeScore(net, sde, stats, centred=cfg.centred)
-        scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond")
+        scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond",
+                               drop_prototype=cfg.drop_prototype)
         sno, losses = train_latent_sno(model, sde, latents, train.classes, scfg, g, log=log)
         save_few_shot(out / "few_shot.pt", ae, sno, sde, {"study": dataclasses.asdict(cfg)}, cfg.sno_steps)
     timings["latent_sno_s"] = time.perf_counter() - t0
@@ -160,7 +163,7 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
     groups = {"seen": seen, "unseen": train.held_out}
     results: dict = {}
     shown: dict = {}
-    for r_scale in cfg.residual_scales:
+    for r_scale, w in [(r, w) for r in cfg.residual_scales for w in cfg.guidances]:
         gt = torch.Generator().manual_seed(cfg.seed + 2)  # the same supports and real images for every scale
         for name, classes in groups.items():
             for k in cfg.shots:
@@ -169,18 +172,18 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
                     support = test.render(torch.full((k,), c), DOUBLE_GRID, gt)
                     real = test.render(torch.full((cfg.n_real,), c), DOUBLE_GRID, gt)
                     x = few_shot_sample(sno, ae, sde, support, cfg.n_generate, generator=gt, steps=cfg.sample_steps,
-                                        residual_scale=r_scale)
+                                        residual_scale=r_scale, guidance=w)
                     lab = torch.full((cfg.n_generate,), c)
                     rows.append({"class": CLASS_NAMES[c], "both_right": float(both_right(clf, x, lab).double().mean()),
                                  "diversity": _pairwise(x), "real_diversity": _pairwise(real),
                                  "nearest_support_samples": float(_nearest(x, support).mean()),
                                  "nearest_support_real": float(_nearest(real, support).mean())})
-                    if k in (1, 5) and len(shown.setdefault((r_scale, name, k), [])) < 4:
-                        shown[(r_scale, name, k)].append((CLASS_NAMES[c], support[:k], x[:6]))
+                    if k in (1, 5) and len(shown.setdefault((r_scale, w, name, k), [])) < 4:
+                        shown[(r_scale, w, name, k)].append((CLASS_NAMES[c], support[:k], x[:6]))
                 agg = {m: sum(r[m] for r in rows) / len(rows) for m in rows[0] if m != "class"}
-                results[f"{name}_K{k}_r{r_scale:g}"] = {"classes": len(rows), "residual_scale": r_scale, **agg,
-                                                        "per_class": rows}
-                log(f"residual x{r_scale:g} {name} K={k}: " + ", ".join(f"{m} {v:.3f}" for m, v in agg.items()))
+                results[f"{name}_K{k}_r{r_scale:g}_w{w:g}"] = {"classes": len(rows), "residual_scale": r_scale,
+                                                               "guidance": w, **agg, "per_class": rows}
+                log(f"residual x{r_scale:g} guidance {w:g} {name} K={k}: " + ", ".join(f"{m} {v:.3f}" for m, v in agg.items()))
     timings["evaluation_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_all
     summary = {"config": dataclasses.asdict(cfg), "autoencoder": ae_metrics, "few_shot": results,
@@ -205,8 +208,8 @@ def _figures(out: Path, xt, recon, shown) -> None:
     axes[0, 0].set_ylabel("real", fontsize=8)
     axes[1, 0].set_ylabel("reconstructed", fontsize=8)
     save_figure(fig, out / "reconstructions.png")
-    for r_scale, name in sorted({(key[0], key[1]) for key in shown}):
-        items = shown.get((r_scale, name, 1), []) + shown.get((r_scale, name, 5), [])
+    for r_scale, w, name in sorted({key[:3] for key in shown}):
+        items = shown.get((r_scale, w, name, 1), []) + shown.get((r_scale, w, name, 5), [])
         if not items:
             continue
         cols = 5 + 6
@@ -222,7 +225,8 @@ def _figures(out: Path, xt, recon, shown) -> None:
             axes[r, 0].set_ylabel(f"{cname} K={support.shape[0]}", fontsize=7)
         axes[0, 0].set_title("support", fontsize=8)
         axes[0, 5].set_title("generated", fontsize=8)
-        save_figure(fig, out / (f"samples_{name}.png" if r_scale == 1 else f"samples_{name}_residual{r_scale:g}.png"))
+        tag = ("" if r_scale == 1 else f"_residual{r_scale:g}") + ("" if w == 1 else f"_guidance{w:g}")
+        save_figure(fig, out / f"samples_{name}{tag}.png")
 
 
 def _summary(s: dict) -> str:
@@ -236,11 +240,12 @@ def _summary(s: dict) -> str:
              f"{s['torch_threads']} thread(s).", "",
              "`residual` is the weight of the learned residual network on top of the Gaussian part centred on the "
              "prototype (1: the trained model; 0: the Gaussian part alone, no network).", "",
-             "| residual | classes | K | both digits right | diversity (real) | nearest support: samples / real |",
-             "|---|---|---|---|---|---|"]
+             "`guidance` w: classifier-free guidance with the null prototype (1: none).", "",
+             "| residual | guidance | classes | K | both digits right | diversity (real) | nearest support: samples / real |",
+             "|---|---|---|---|---|---|---|"]
     for key, r in s["few_shot"].items():
         name, k = key.split("_r")[0].split("_K")
-        lines.append(f"| {r['residual_scale']:g} | {name} ({r['classes']}) | {k} | {r['both_right']:.3f} | "
+        lines.append(f"| {r['residual_scale']:g} | {r['guidance']:g} | {name} ({r['classes']}) | {k} | {r['both_right']:.3f} | "
                      f"{r['diversity']:.3f} ({r['real_diversity']:.3f}) "
                      f"| {r['nearest_support_samples']:.3f} / {r['nearest_support_real']:.3f} |")
     lines += ["", "Targets (issue 14): unseen K = 5 >= 0.70 both right, K = 1 >= 0.50; memorisation: samples no closer to the "
@@ -256,9 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--autoencoder", type=Path, default=None, help="reuse this trained autoencoder.pt")
     p.add_argument("--few-shot", type=Path, default=None, help="evaluate this trained few_shot.pt again (no training)")
+    p.add_argument("--drop-prototype", type=float, default=None, help="train with the null prototype this often")
+    p.add_argument("--guidances", type=float, nargs="+", default=None, help="guidance weights to evaluate")
+    p.add_argument("--residual-scales", type=float, nargs="+", default=None, help="residual weights to evaluate")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = SNOMnist2Config()
+    for key, v in (("drop_prototype", a.drop_prototype), ("guidances", a.guidances),
+                   ("residual_scales", a.residual_scales)):
+        if v is not None:
+            cfg = dataclasses.replace(cfg, **{key: tuple(v) if isinstance(v, list) else v})
     if a.quick:
         cfg = dataclasses.replace(cfg, ae_steps=20, bank_per_class=52, sno_steps=20, sno_width=8, sno_layers=1,
                                   eval_seen=2, n_generate=2, n_real=3, sample_steps=2)

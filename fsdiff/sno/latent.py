@@ -131,6 +131,7 @@ class LatentSNOConfig:
     ema_decay: float = 0.999
     eps: float = 1e-3
     weighting: str = "none"   # "precond" for a PrototypeScore (the preconditioner's loss weight)
+    drop_prototype: float = 0.0   # fraction of elements trained with the null (zero) prototype, for guidance
 
 
 def _draw_batch(latents: dict[int, torch.Tensor], classes: Sequence[int], cfg: LatentSNOConfig,
@@ -143,7 +144,11 @@ def _draw_batch(latents: dict[int, torch.Tensor], classes: Sequence[int], cfg: L
         idx = torch.randperm(pool.shape[0], generator=g)[: k + 1]
         x0.append(pool[idx[0]])
         cond.append(prototype(pool[idx[1:]]))
-    return torch.stack(x0), torch.stack(cond)
+    x0, cond = torch.stack(x0), torch.stack(cond)
+    if cfg.drop_prototype > 0:  # the null prototype (zeros) teaches the unconditional score used by guidance
+        drop = torch.rand(cfg.batch_size, generator=g) < cfg.drop_prototype
+        cond = torch.where(drop.view(-1, 1, 1, 1), torch.zeros_like(cond), cond)
+    return x0, cond
 
 
 def train_latent_sno(model: nn.Module, sde: SDE, latents: dict[int, torch.Tensor], classes: Sequence[int],
@@ -177,15 +182,26 @@ def train_latent_sno(model: nn.Module, sde: SDE, latents: dict[int, torch.Tensor
 @torch.no_grad()
 def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: torch.Tensor, n: int,
                     generator: torch.Generator | None = None, steps: int = 24, sampler: str = "ode",
-                    time_grid: str = "edm", residual_scale: float = 1.0) -> torch.Tensor:
+                    time_grid: str = "edm", residual_scale: float = 1.0, guidance: float = 1.0) -> torch.Tensor:
     """``n`` new images of the class of ``support (K, 1, 28, 56)``: ``(n, 1, 28, 56)`` decoded samples.
 
-    ``residual_scale`` (a :class:`PrototypeScore` only): the weight of the learned residual."""
+    ``residual_scale`` (a :class:`PrototypeScore` only): the weight of the learned residual.
+    ``guidance`` ``w``: classifier-free guidance ``eta_null + w (eta_prototype - eta_null)`` with the
+    null (zero) prototype, for a model trained with ``drop_prototype > 0``; 1 is plain conditioning."""
     if support.ndim != 4 or support.shape[0] < 1 or tuple(support.shape[1:]) != (1, 28, 56):
         raise ValueError(f"support must be (K, 1, 28, 56) double-digit images with K >= 1; got {tuple(support.shape)}")
     cond = prototype(ae.encode(support.float()))[None]
     kw = {} if residual_scale == 1 else {"residual_scale": float(residual_scale)}
-    z = sample(lambda x, t, g: model(x, t, g, cond.expand(x.shape[0], *cond.shape[1:]), **kw), sde, LATENT_GRID, n,
+
+    def eta(x, t, g):
+        c = cond.expand(x.shape[0], *cond.shape[1:])
+        e = model(x, t, g, c, **kw)
+        if guidance == 1:
+            return e
+        e0 = model(x, t, g, torch.zeros_like(c), **kw)
+        return e0 + guidance * (e - e0)
+
+    z = sample(eta, sde, LATENT_GRID, n,
                channels=ae.latent_channels, sampler=sampler, steps=steps, time_grid=time_grid, generator=generator)
     return ae.decode(z)
 
