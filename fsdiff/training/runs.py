@@ -118,6 +118,7 @@ def train_from_config(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
             write_toml(run_dir / "config.toml", new)
         train(model, sde, dataset, schedule, cfg.training, run_dir, run_config=new, resume=resume,
               progress=progress, restrict_from_finest=ml.restrict_from_finest, force_config=force_config)
+        world.barrier()  # rank 0 has written the final checkpoint before any rank looks for it
         path = latest_checkpoint(run_dir)
     assert path is not None
     return path

@@ -121,3 +121,11 @@ def test_shards_must_divide_over_the_ranks(tmp_path):
     assert r.returncode != 0
     assert "training.data_shards (1) must be a multiple of the number of processes (2)" in r.stdout + r.stderr
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_every_rank_returns_the_final_checkpoint_without_periodic_ones(tmp_path):
+    # Only rank 0 writes; with no periodic checkpoints the other rank must wait for the final one.
+    run_dir = tmp_path / "final-only"
+    _train(run_dir, 2, "--set", "training.checkpoint_every=0", "--set", "training.steps=4",
+           "--set", "training.eval_every=0")
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt")) == ["step_00000004.pt"]
