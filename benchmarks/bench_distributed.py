@@ -94,7 +94,7 @@ def precision(device: str, use_compile: bool, repeats: int = 6) -> list[dict]:
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
             med = statistics.median(times[2:])
             if ref_loss is None:
                 ref_loss = losses[0]
