@@ -41,6 +41,8 @@ class GaussianMixture:
     covs : (K, d, d) or (B, K, d, d), symmetric positive definite
     weights : (K,) or (B, K), positive; normalised here
 
+    Notes
+    -----
     Point tensors follow the parameters: ``x (n, d)`` for one mixture, ``(B, n, d)`` for a batch.
     Computations run in float64; results come back in the input's dtype.
     """

@@ -62,7 +62,10 @@ def fit(
     name : used in the non-finite-loss error and in log lines.
     log, log_every : ``log(line)`` every ``log_every`` steps with the mean loss since the last line.
 
-    Raises ``FloatingPointError`` naming the step when the loss is not finite.
+    Raises
+    ------
+    FloatingPointError
+        naming the step, when the loss is not finite.
     """
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant'; got {schedule!r}")
