@@ -10,7 +10,7 @@ export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 export MALLOC_TOP_PAD_ ?= 1073741824
 
-.PHONY: demo test install bench clean pretrained docs
+.PHONY: demo test notebooks install bench clean pretrained docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Every teaching notebook in a fresh kernel at its small sizes (FSDIFF_NOTEBOOK_SMALL=1, about 80 s).
+notebooks: $(STAMP)
+	$(PY) -m pytest -q -m notebooks tests/app/test_notebooks.py
 
 # The documentation site (Sphinx + myst-nb) into docs/_build/html; every warning is an error.
 DOCS_STAMP := $(VENV)/.docs-installed
