@@ -177,17 +177,19 @@ def _cmd_sno_sample(args: argparse.Namespace) -> int:
     from ..data import DOUBLE_GRID
     from ..grid import to_dataarray
     from ..io import write_netcdf
-    from ..sno.latent import few_shot_sample, load_few_shot
+    from ..sno.latent import few_shot_sample, load_few_shot, recommended_guidance
     from .condition import read_images
 
     out = _netcdf_output(args)
     ae, sno, sde = load_few_shot(args.run)
+    guidance = recommended_guidance(args.run) if args.guidance is None else args.guidance
     support = read_images(args.support, DOUBLE_GRID.shape)
     x = few_shot_sample(sno, ae, sde, support, args.n, generator=torch.Generator().manual_seed(args.seed),
-                        steps=args.steps)
+                        steps=args.steps, guidance=guidance)
     grid = DOUBLE_GRID
     write_netcdf(out, to_dataarray(x, grid, "samples", {"checkpoint": str(args.run), "shots": support.shape[0],
-                                                        "steps": args.steps, "seed": args.seed}).to_dataset())
+                                                        "steps": args.steps, "seed": args.seed,
+                                                        "guidance": guidance}).to_dataset())
     from ..plotting import field_panels, save_figure
 
     k = min(args.n, 8)
@@ -332,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--support", nargs="+", required=True, help="28 x 56 support images: .png files or .nc files")
     f.add_argument("--n", type=int, default=64, help="images to generate")
     f.add_argument("--steps", type=int, default=24, help="Heun PF-ODE steps (default 24)")
+    f.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance weight w (1: none; default: the checkpoint's recommendation, "
+                        "3 for pretrained/sno_double_digits.pt)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", default="sno_samples.nc", help="netCDF path; a PNG (support, generated) goes beside it")
     f.set_defaults(func=_cmd_sno_sample)

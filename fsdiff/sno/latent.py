@@ -17,6 +17,8 @@ Pieces (issue 14):
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -190,6 +192,8 @@ def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: 
     null (zero) prototype, for a model trained with ``drop_prototype > 0``; 1 is plain conditioning."""
     if support.ndim != 4 or support.shape[0] < 1 or tuple(support.shape[1:]) != (1, 28, 56):
         raise ValueError(f"support must be (K, 1, 28, 56) double-digit images with K >= 1; got {tuple(support.shape)}")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise ValueError(f"guidance must be a finite number >= 0 (1: plain conditioning); got {guidance!r}")
     cond = prototype(ae.encode(support.float()))[None]
     kw = {} if residual_scale == 1 else {"residual_scale": float(residual_scale)}
 
@@ -218,6 +222,16 @@ def save_few_shot(path, ae: LatentAutoencoder, sno: nn.Module, sde: SDE, config:
                                   "model": {"spec": sno.spec, "state_dict": sno.state_dict()},
                                   "autoencoder": {"spec": ae.spec, "state_dict": ae.state_dict()},
                                   "sde": sde.to_dict()})
+
+
+def recommended_guidance(path) -> float:
+    """The guidance weight a few-shot checkpoint recommends (``config.sampling.guidance``; 1 when absent).
+
+    The study records it for a model trained with ``drop_prototype > 0``; 1 is plain conditioning."""
+    from ..io import load_checkpoint
+
+    w = (load_checkpoint(path).get("config") or {}).get("sampling", {}).get("guidance", 1.0)
+    return float(w)
 
 
 def load_few_shot(path) -> tuple[LatentAutoencoder, nn.Module, SDE]:

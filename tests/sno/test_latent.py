@@ -131,8 +131,9 @@ def test_sno_sample_command(tmp_path, capsys):
         mpimg.imsave(tmp_path / f"s{i}.png", np.random.default_rng(i).random((28, 56)), cmap="gray", vmin=0, vmax=1)
     out = tmp_path / "gen.nc"
     assert main(["sno-sample", str(ck), "--support", str(tmp_path / "s0.png"), str(tmp_path / "s1.png"), "--n", "3",
-                 "--steps", "2", "--out", str(out), "--quiet"]) == 0
+                 "--steps", "2", "--guidance", "2", "--out", str(out), "--quiet"]) == 0
     assert xr.open_dataset(out)["samples"].shape == (3, 1, 28, 56) and out.with_suffix(".png").exists()
+    assert xr.open_dataset(out)["samples"].attrs["guidance"] == 2.0
     mpimg.imsave(tmp_path / "small.png", np.zeros((28, 28)), cmap="gray")
     capsys.readouterr()
     assert main(["sno-sample", str(ck), "--support", str(tmp_path / "small.png"), "--out", str(tmp_path / "x.nc")]) == 2
@@ -206,3 +207,25 @@ def test_centred_prototype_score_is_the_gaussian_around_the_prototype(tmp_path):
     assert again.centred
     with torch.no_grad():
         torch.testing.assert_close(again(x, t, LATENT_GRID, proto), base)
+
+
+def test_shipped_few_shot_model_loads_and_samples_with_its_guidance():
+    from fsdiff._paths import PRETRAINED_DIR
+    from fsdiff.sno.latent import few_shot_sample, load_few_shot, recommended_guidance
+
+    path = PRETRAINED_DIR / "sno_double_digits.pt"
+    ae, sno, sde = load_few_shot(path)
+    assert recommended_guidance(path) == 3.0
+    support = torch.rand(1, 1, 28, 56, generator=torch.Generator().manual_seed(0))
+    x = few_shot_sample(sno, ae, sde, support, 2, generator=torch.Generator().manual_seed(1), steps=2, guidance=3.0)
+    assert x.shape == (2, 1, 28, 56) and torch.isfinite(x).all()
+
+
+def test_guidance_must_be_a_non_negative_number(tmp_path):
+    from fsdiff.sno.latent import few_shot_sample, recommended_guidance
+
+    ae, sno, sde, _ = _tiny(tmp_path)
+    assert recommended_guidance(save_few_shot(tmp_path / "fs.pt", ae, sno, sde)) == 1.0  # nothing recorded: none
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="guidance must be a finite number >= 0"):
+            few_shot_sample(sno, ae, sde, torch.rand(1, 1, 28, 56), 1, steps=1, guidance=bad)
