@@ -99,3 +99,28 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(f(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# --- measures of the double-digit studies (sno_mnist2.py, sno_mnist2_baselines.py) ---
+
+def both_right(classifier, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per image: are both halves classified as the class's digits? ``images (n, 1, 28, 56)`` -> ``(n,)`` bool."""
+    from fsdiff.eval.classifier import to_classifier_grid
+
+    g28 = fd.Grid((28, 28))
+    with torch.no_grad():
+        left = classifier(to_classifier_grid(images[..., :28].float(), g28)).argmax(-1)
+        right = classifier(to_classifier_grid(images[..., 28:].float(), g28)).argmax(-1)
+    return (left == labels // 10) & (right == labels % 10)
+
+
+def pairwise_distance(x: torch.Tensor) -> float:
+    """Mean RMS distance between distinct images of ``x (n, ...)`` (a diversity measure)."""
+    f = x.flatten(1)
+    d = torch.cdist(f, f) / f.shape[1] ** 0.5
+    return float(d.sum() / (f.shape[0] * (f.shape[0] - 1)))
+
+
+def nearest_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(n,)``: the RMS distance of each image of ``a`` to its nearest image in ``b``."""
+    return (torch.cdist(a.flatten(1), b.flatten(1)) / a[0].numel() ** 0.5).min(1).values

@@ -36,7 +36,7 @@ import torch
 
 import fsdiff as fd
 from fsdiff.data import CLASS_NAMES, DOUBLE_GRID, DoubleDigits
-from fsdiff.eval.classifier import load_or_train_classifier, to_classifier_grid
+from fsdiff.eval.classifier import load_or_train_classifier
 from fsdiff.eval.quality import CLASSIFIER_DIR
 from fsdiff.io import save_checkpoint, write_json, write_text
 from fsdiff.plotting import save_figure
@@ -44,6 +44,9 @@ from fsdiff.data.statistics import SpectralStatistics
 from fsdiff.sno.latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, PrototypeScore, encode_by_class,
                                few_shot_sample, residual_statistics, save_few_shot, train_autoencoder,
                                train_latent_sno)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import both_right, nearest_distance, pairwise_distance  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2"
 
@@ -69,25 +72,6 @@ class SNOMnist2Config:
     drop_prototype: float = 0.0    # train with the null prototype this often (classifier-free guidance)
     guidances: tuple[float, ...] = (1.0,)   # guidance weights evaluated (with each residual weight)
     seed: int = 0
-
-
-def both_right(classifier, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per image: are both halves classified as the class's digits? ``images (n, 1, 28, 56)`` -> ``(n,)`` bool."""
-    g28 = fd.Grid((28, 28))
-    with torch.no_grad():
-        left = classifier(to_classifier_grid(images[..., :28].float(), g28)).argmax(-1)
-        right = classifier(to_classifier_grid(images[..., 28:].float(), g28)).argmax(-1)
-    return (left == labels // 10) & (right == labels % 10)
-
-
-def _pairwise(x: torch.Tensor) -> float:
-    f = x.flatten(1)
-    d = torch.cdist(f, f) / f.shape[1] ** 0.5
-    return float(d.sum() / (f.shape[0] * (f.shape[0] - 1)))
-
-
-def _nearest(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (torch.cdist(a.flatten(1), b.flatten(1)) / a[0].numel() ** 0.5).min(1).values
 
 
 def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = None,
@@ -175,9 +159,9 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
                                         residual_scale=r_scale, guidance=w)
                     lab = torch.full((cfg.n_generate,), c)
                     rows.append({"class": CLASS_NAMES[c], "both_right": float(both_right(clf, x, lab).double().mean()),
-                                 "diversity": _pairwise(x), "real_diversity": _pairwise(real),
-                                 "nearest_support_samples": float(_nearest(x, support).mean()),
-                                 "nearest_support_real": float(_nearest(real, support).mean())})
+                                 "diversity": pairwise_distance(x), "real_diversity": pairwise_distance(real),
+                                 "nearest_support_samples": float(nearest_distance(x, support).mean()),
+                                 "nearest_support_real": float(nearest_distance(real, support).mean())})
                     if k in (1, 5) and len(shown.setdefault((r_scale, w, name, k), [])) < 4:
                         shown[(r_scale, w, name, k)].append((CLASS_NAMES[c], support[:k], x[:6]))
                 agg = {m: sum(r[m] for r in rows) / len(rows) for m in rows[0] if m != "class"}

@@ -1,0 +1,233 @@
+"""Baselines for the few-shot double-digit SNO (issue 14): one-hot class-conditional and unconditional.
+
+Given a trained few-shot checkpoint (default ``pretrained/sno_double_digits.pt``, trained with the
+null prototype so that guidance 0 is its unconditional branch), this study
+
+* trains a **one-hot class-conditional** latent model with the same architecture, statistics, SDE
+  and number of steps: the prototype is replaced by a learned table ``embedding[label]`` of latent
+  functions (one-hot times a matrix), initialised at each class's mean latent; seen classes only;
+* evaluates the **unconditional** latent model (the checkpoint at guidance 0: the null prototype);
+* evaluates the SNO itself at guidance 1 and at its recommended guidance, K = 1, 5, 50;
+* reports per class, averaged over classes: both digits right, diversity, the classifier Fréchet
+  distance to held-out real images of the class (classifier logits of both halves, 20-D) next to
+  its real-data floor (other real images of the class against the same reference), and, for the
+  SNO, the distance to the nearest support image against real images' distance.
+
+Run: ``FSDIFF_DATA_DIR=../shared/data python resolution_studies/sno_mnist2_baselines.py [--quick]``
+(about 20 min on one thread); writes ``results/sno_mnist2_baselines/{results.json,summary.md,samples.png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import fsdiff as fd
+from fsdiff._paths import PRETRAINED_DIR
+from fsdiff.data import CLASS_NAMES, DOUBLE_GRID, DoubleDigits
+from fsdiff.eval.classifier import load_or_train_classifier, to_classifier_grid
+from fsdiff.eval.metrics import frechet_distance
+from fsdiff.eval.quality import CLASSIFIER_DIR
+from fsdiff.io import load_checkpoint, write_json, write_text
+from fsdiff.plotting import save_figure
+from fsdiff.sno.latent import (LATENT_GRID, LatentAutoencoder, build_prototype_score, encode_by_class, few_shot_sample,
+                               load_few_shot, recommended_guidance)
+from fsdiff.training import fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import both_right, nearest_distance, pairwise_distance  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_baselines"
+G28 = fd.Grid((28, 28))
+
+
+def logit_features(classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``(n, 20)``: the classifier's logits of the left and right halves of ``x (n, 1, 28, 56)``."""
+    with torch.no_grad():
+        return torch.cat([classifier(to_classifier_grid(x[..., :28].float(), G28)),
+                          classifier(to_classifier_grid(x[..., 28:].float(), G28))], 1)
+
+
+class OneHotScore(nn.Module):
+    """The latent score operator conditioned on ``embedding[label]`` instead of a prototype."""
+
+    def __init__(self, score: nn.Module, class_means: dict[int, torch.Tensor]):
+        super().__init__()
+        self.score = score
+        self.index = {c: i for i, c in enumerate(sorted(class_means))}
+        self.embedding = nn.Parameter(torch.stack([class_means[c] for c in sorted(class_means)]).clone())
+
+    def cond(self, labels: list[int]) -> torch.Tensor:
+        return self.embedding[torch.tensor([self.index[c] for c in labels])]
+
+    def forward(self, x, t, grid, labels: list[int]):
+        return self.score(x, t, grid, self.cond(labels))
+
+
+def train_one_hot(model: OneHotScore, sde, latents: dict[int, torch.Tensor], steps: int, batch: int,
+                  g: torch.Generator, log) -> tuple[OneHotScore, list[float]]:
+    classes = sorted(latents)
+
+    class _Bound:
+        def __init__(self, labels):
+            self.labels, self.loss_weight = labels, model.score.pre.loss_weight
+
+        def __call__(self, x, t, grid):
+            return model(x, t, grid, self.labels)
+
+    def loss_of_step(_: int) -> torch.Tensor:
+        cls = [classes[i] for i in torch.randint(len(classes), (batch,), generator=g).tolist()]
+        x0 = torch.stack([latents[c][torch.randint(latents[c].shape[0], (1,), generator=g)].squeeze(0) for c in cls])
+        return fd.dsm_loss(_Bound(cls), x0, sde, LATENT_GRID, g, time_sampling="edm", weighting="precond").mean()
+
+    model.train()
+    res = fit(model.parameters(), loss_of_step, steps, 2e-3, ema_of=model, ema_decay=0.999, name="one-hot",
+              log=log, log_every=1000)
+    return res.ema.module.eval(), res.losses
+
+
+@torch.no_grad()
+def sample_latent(eta, sde, ae: LatentAutoencoder, n: int, g: torch.Generator, steps: int) -> torch.Tensor:
+    z = fd.sample(eta, sde, LATENT_GRID, n, channels=ae.latent_channels, sampler="ode", steps=steps, time_grid="edm",
+                  generator=g)
+    return ae.decode(z)
+
+
+def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
+    t_all = time.perf_counter()
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    ae, sno, sde = load_few_shot(checkpoint)
+    w_best = recommended_guidance(checkpoint)
+    study = load_checkpoint(checkpoint)["config"].get("study", {})
+    steps = 200 if quick else int(study.get("sno_steps", 8000))
+    n_gen, n_real, sample_steps = (8, 16, 8) if quick else (32, 64, 24)
+    shots = (1, 5) if quick else (1, 5, 50)
+    train = DoubleDigits("train", classes="train")
+    test = DoubleDigits("test", classes="all")
+    clf, _ = load_or_train_classifier("mnist", cache_dir=CLASSIFIER_DIR)
+
+    labels = torch.tensor(train.classes).repeat_interleave(int(study.get("bank_per_class", 150)))
+    latents = encode_by_class(ae, train.render(labels, DOUBLE_GRID, g), labels)
+    means = {c: z.mean(0) for c, z in latents.items()}
+
+    t0 = time.perf_counter()
+    base = build_prototype_score(sno.spec)  # the same architecture, fresh weights ...
+    base.pre.statistics.load_state_dict(sno.pre.statistics.state_dict())  # ... and the same statistics
+    one_hot, losses = train_one_hot(OneHotScore(base, means), sde, latents, steps, 64, g, log)
+    t_one_hot = time.perf_counter() - t0
+
+    seen = train.classes[:: max(1, len(train.classes) // 10)][:10]
+    groups = {"seen": seen, "unseen": train.held_out}
+    rows: dict[str, list[dict]] = {}
+    shown: dict[str, list] = {}
+
+    def measure(key: str, c: int, x: torch.Tensor, real: torch.Tensor, floor_real: torch.Tensor,
+                support: torch.Tensor | None):
+        f_real = logit_features(clf, real)
+        r = {"class": CLASS_NAMES[c], "both_right": float(both_right(clf, x, torch.full((x.shape[0],), c)).double().mean()),
+             "diversity": pairwise_distance(x), "real_diversity": pairwise_distance(floor_real),
+             "fd": frechet_distance(logit_features(clf, x), f_real),
+             "fd_floor": frechet_distance(logit_features(clf, floor_real), f_real)}
+        if support is not None:
+            r["nearest_support_samples"] = float(nearest_distance(x, support).mean())
+            r["nearest_support_real"] = float(nearest_distance(floor_real, support).mean())
+        rows.setdefault(key, []).append(r)
+        if len(shown.setdefault(key, [])) < 3:
+            shown[key].append((CLASS_NAMES[c], support, x[:6]))
+
+    t0 = time.perf_counter()
+    for name, classes in groups.items():
+        for c in classes:
+            gt = torch.Generator().manual_seed(1000 + c)
+            real = test.render(torch.full((n_real,), c), DOUBLE_GRID, gt)
+            floor_real = test.render(torch.full((n_gen,), c), DOUBLE_GRID, gt)
+            for k in shots:
+                support = test.render(torch.full((k,), c), DOUBLE_GRID, gt)
+                for w in sorted({1.0, w_best}):
+                    x = few_shot_sample(sno, ae, sde, support, n_gen, generator=torch.Generator().manual_seed(c),
+                                        steps=sample_steps, guidance=w)
+                    measure(f"sno_w{w:g}_{name}_K{k}", c, x, real, floor_real, support)
+            null = torch.zeros(1, ae.latent_channels, *LATENT_GRID.shape)
+            x = sample_latent(lambda xx, t, gg: sno(xx, t, gg, null.expand(xx.shape[0], -1, -1, -1)), sde, ae, n_gen,
+                              torch.Generator().manual_seed(c), sample_steps)
+            measure(f"unconditional_{name}", c, x, real, floor_real, None)
+            if name == "seen":
+                x = sample_latent(lambda xx, t, gg: one_hot(xx, t, gg, [c] * xx.shape[0]), sde, ae, n_gen,
+                                  torch.Generator().manual_seed(c), sample_steps)
+                measure(f"one_hot_{name}", c, x, real, floor_real, None)
+        log(f"evaluated {name} classes ({time.perf_counter() - t0:.0f} s)")
+    agg = {k: {m: sum(r[m] for r in v) / len(v) for m in v[0] if m != "class"} | {"classes": len(v), "per_class": v}
+           for k, v in rows.items()}
+    summary = {"checkpoint": str(checkpoint), "recommended_guidance": w_best, "one_hot_steps": steps,
+               "one_hot_seconds": t_one_hot, "one_hot_final_loss": sum(losses[-100:]) / len(losses[-100:]),
+               "n_generate": n_gen, "n_real": n_real, "sample_steps": sample_steps, "results": agg,
+               "evaluation_s": time.perf_counter() - t0, "total_s": time.perf_counter() - t_all,
+               "torch_threads": torch.get_num_threads()}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", summary)
+    _figure(out, shown)
+    write_text(out / "summary.md", _summary(summary))
+    return summary
+
+
+def _figure(out: Path, shown: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in shown if k.startswith(("one_hot", "unconditional")) or k.endswith("_K1")]
+    fig, axes = plt.subplots(len(keys), 7, figsize=(13, 1.1 * len(keys) + 0.4), squeeze=False)
+    for i, key in enumerate(keys):
+        cls, support, x = shown[key][0]
+        panels = [support[0, 0] if support is not None else None] + [x[j, 0] for j in range(min(6, x.shape[0]))]
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([]), ax.set_yticks([])
+            if j < len(panels) and panels[j] is not None:
+                ax.imshow(panels[j].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+            elif j == 0:
+                ax.text(0.5, 0.5, "no support", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+        axes[i, 0].set_ylabel(f"{key}\nclass {cls}", fontsize=7)
+    axes[0, 0].set_title("support", fontsize=8)
+    axes[0, 1].set_title("generated", fontsize=8, loc="left")
+    fig.tight_layout()
+    save_figure(fig, out / "samples.png")
+    plt.close(fig)
+
+
+def _summary(s: dict) -> str:
+    lines = ["# Double-digit baselines: one-hot class-conditional and unconditional, against the SNO", "",
+             f"Checkpoint `{Path(s['checkpoint']).name}` (recommended guidance {s['recommended_guidance']:g}). One-hot "
+             f"model: same architecture, statistics and SDE, {s['one_hot_steps']} steps ({s['one_hot_seconds']:.0f} s), "
+             f"a learned latent function per seen class initialised at the class mean. {s['n_generate']} samples per "
+             f"class, {s['n_real']} held-out real images as the reference, Heun PF-ODE {s['sample_steps']} steps. "
+             f"FD: Fréchet distance of the classifier logits of both halves (20-D) to the reference; floor: "
+             f"{s['n_generate']} other real images of the class against the same reference.", "",
+             "| model | classes | both digits right | diversity (real) | FD (floor) | nearest support: samples / real |",
+             "|---|---|---|---|---|---|"]
+    for key, r in s["results"].items():
+        near = (f"{r['nearest_support_samples']:.3f} / {r['nearest_support_real']:.3f}"
+                if "nearest_support_samples" in r else "—")
+        lines.append(f"| {key} | {r['classes']} | {r['both_right']:.3f} | {r['diversity']:.3f} ({r['real_diversity']:.3f}) | "
+                     f"{r['fd']:.2f} ({r['fd_floor']:.2f}) | {near} |")
+    lines += ["", "![samples](samples.png)", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, default=PRETRAINED_DIR / "sno_double_digits.pt")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (not the reported numbers)")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    run(a.checkpoint, a.out, a.quick, log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
