@@ -103,15 +103,24 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
 
 # --- measures of the double-digit studies (sno_mnist2.py, sno_mnist2_baselines.py) ---
 
-def both_right(classifier, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per image: are both halves classified as the class's digits? ``images (n, 1, 28, 56)`` -> ``(n,)`` bool."""
+def half_logits(classifier, images: torch.Tensor) -> torch.Tensor:
+    """``(n, 20)``: the digit classifier's logits of the left and right halves of ``images (n, 1, 28, 56)``."""
     from fsdiff.eval.classifier import to_classifier_grid
 
     g28 = fd.Grid((28, 28))
     with torch.no_grad():
-        left = classifier(to_classifier_grid(images[..., :28].float(), g28)).argmax(-1)
-        right = classifier(to_classifier_grid(images[..., 28:].float(), g28)).argmax(-1)
-    return (left == labels // 10) & (right == labels % 10)
+        return torch.cat([classifier(to_classifier_grid(images[..., :28].float(), g28)),
+                          classifier(to_classifier_grid(images[..., 28:].float(), g28))], 1)
+
+
+def digits_right(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per image, from :func:`half_logits`: are both halves the class's digits (``label // 10``, ``label % 10``)?"""
+    return (logits[:, :10].argmax(-1) == labels // 10) & (logits[:, 10:].argmax(-1) == labels % 10)
+
+
+def both_right(classifier, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per image: are both halves classified as the class's digits? ``images (n, 1, 28, 56)`` -> ``(n,)`` bool."""
+    return digits_right(half_logits(classifier, images), labels)
 
 
 def pairwise_distance(x: torch.Tensor) -> float:

@@ -27,30 +27,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import fsdiff as fd
 from fsdiff._paths import PRETRAINED_DIR
 from fsdiff.data import CLASS_NAMES, DOUBLE_GRID, DoubleDigits
-from fsdiff.eval.classifier import load_or_train_classifier, to_classifier_grid
+from fsdiff.eval.classifier import load_or_train_classifier
 from fsdiff.eval.metrics import frechet_distance
 from fsdiff.eval.quality import CLASSIFIER_DIR
-from fsdiff.io import load_checkpoint, write_json, write_text
+from fsdiff.io import write_json, write_text
 from fsdiff.plotting import save_figure
-from fsdiff.sno.latent import (LATENT_GRID, LatentAutoencoder, build_prototype_score, encode_by_class, few_shot_sample,
-                               load_few_shot, recommended_guidance)
-from fsdiff.training import fit
+from fsdiff.sno.latent import (LATENT_GRID, LatentSNOConfig, build_prototype_score, encode_by_class,
+                               few_shot_sample, load_few_shot, recommended_guidance, sample_images,
+                               train_latent_sno)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import both_right, nearest_distance, pairwise_distance  # noqa: E402
+from _common import digits_right, half_logits, nearest_distance, pairwise_distance  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_baselines"
-G28 = fd.Grid((28, 28))
-
-
-def logit_features(classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``(n, 20)``: the classifier's logits of the left and right halves of ``x (n, 1, 28, 56)``."""
-    with torch.no_grad():
-        return torch.cat([classifier(to_classifier_grid(x[..., :28].float(), G28)),
-                          classifier(to_classifier_grid(x[..., 28:].float(), G28))], 1)
 
 
 class OneHotScore(nn.Module):
@@ -65,46 +56,36 @@ class OneHotScore(nn.Module):
     def cond(self, labels: list[int]) -> torch.Tensor:
         return self.embedding[torch.tensor([self.index[c] for c in labels])]
 
+    @property
+    def pre(self):  # the preconditioner, whose loss weight conditional DSM uses
+        return self.score.pre
+
     def forward(self, x, t, grid, labels: list[int]):
         return self.score(x, t, grid, self.cond(labels))
 
 
 def train_one_hot(model: OneHotScore, sde, latents: dict[int, torch.Tensor], steps: int, batch: int,
                   g: torch.Generator, log) -> tuple[OneHotScore, list[float]]:
+    """The latent SNO's conditional DSM (:func:`train_latent_sno`), with (target, label) batches."""
     classes = sorted(latents)
 
-    class _Bound:
-        def __init__(self, labels):
-            self.labels, self.loss_weight = labels, model.score.pre.loss_weight
+    def draw(gen: torch.Generator):
+        cls = [classes[i] for i in torch.randint(len(classes), (batch,), generator=gen).tolist()]
+        x0 = torch.stack([latents[c][torch.randint(latents[c].shape[0], (1,), generator=gen)].squeeze(0) for c in cls])
+        return x0, cls
 
-        def __call__(self, x, t, grid):
-            return model(x, t, grid, self.labels)
-
-    def loss_of_step(_: int) -> torch.Tensor:
-        cls = [classes[i] for i in torch.randint(len(classes), (batch,), generator=g).tolist()]
-        x0 = torch.stack([latents[c][torch.randint(latents[c].shape[0], (1,), generator=g)].squeeze(0) for c in cls])
-        return fd.dsm_loss(_Bound(cls), x0, sde, LATENT_GRID, g, time_sampling="edm", weighting="precond").mean()
-
-    model.train()
-    res = fit(model.parameters(), loss_of_step, steps, 2e-3, ema_of=model, ema_decay=0.999, name="one-hot",
-              log=log, log_every=1000)
-    return res.ema.module.eval(), res.losses
-
-
-@torch.no_grad()
-def sample_latent(eta, sde, ae: LatentAutoencoder, n: int, g: torch.Generator, steps: int) -> torch.Tensor:
-    z = fd.sample(eta, sde, LATENT_GRID, n, channels=ae.latent_channels, sampler="ode", steps=steps, time_grid="edm",
-                  generator=g)
-    return ae.decode(z)
+    cfg = LatentSNOConfig(steps=steps, batch_size=batch, lr=2e-3, time_sampling="edm", weighting="precond")
+    trained, losses = train_latent_sno(model, sde, latents, classes, cfg, g, log=log, log_every=1000, draw=draw)
+    return trained.eval(), losses
 
 
 def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
     t_all = time.perf_counter()
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    ae, sno, sde = load_few_shot(checkpoint)
-    w_best = recommended_guidance(checkpoint)
-    study = load_checkpoint(checkpoint)["config"].get("study", {})
+    ae, sno, sde, config = load_few_shot(checkpoint, with_config=True)
+    w_best = recommended_guidance(config)
+    study = config.get("study", {})
     steps = 200 if quick else int(study.get("sno_steps", 8000))
     n_gen, n_real, sample_steps = (8, 16, 8) if quick else (32, 64, 24)
     shots = (1, 5) if quick else (1, 5, 50)
@@ -129,11 +110,10 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
 
     def measure(key: str, c: int, x: torch.Tensor, real: torch.Tensor, floor_real: torch.Tensor,
                 support: torch.Tensor | None):
-        f_real = logit_features(clf, real)
-        r = {"class": CLASS_NAMES[c], "both_right": float(both_right(clf, x, torch.full((x.shape[0],), c)).double().mean()),
+        f_x, f_real = half_logits(clf, x), half_logits(clf, real)
+        r = {"class": CLASS_NAMES[c], "both_right": float(digits_right(f_x, torch.full((x.shape[0],), c)).double().mean()),
              "diversity": pairwise_distance(x), "real_diversity": pairwise_distance(floor_real),
-             "fd": frechet_distance(logit_features(clf, x), f_real),
-             "fd_floor": frechet_distance(logit_features(clf, floor_real), f_real)}
+             "fd": frechet_distance(f_x, f_real), "fd_floor": frechet_distance(half_logits(clf, floor_real), f_real)}
         if support is not None:
             r["nearest_support_samples"] = float(nearest_distance(x, support).mean())
             r["nearest_support_real"] = float(nearest_distance(floor_real, support).mean())
@@ -154,11 +134,11 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
                                         steps=sample_steps, guidance=w)
                     measure(f"sno_w{w:g}_{name}_K{k}", c, x, real, floor_real, support)
             null = torch.zeros(1, ae.latent_channels, *LATENT_GRID.shape)
-            x = sample_latent(lambda xx, t, gg: sno(xx, t, gg, null.expand(xx.shape[0], -1, -1, -1)), sde, ae, n_gen,
+            x = sample_images(lambda xx, t, gg: sno(xx, t, gg, null.expand(xx.shape[0], -1, -1, -1)), sde, ae, n_gen,
                               torch.Generator().manual_seed(c), sample_steps)
             measure(f"unconditional_{name}", c, x, real, floor_real, None)
             if name == "seen":
-                x = sample_latent(lambda xx, t, gg: one_hot(xx, t, gg, [c] * xx.shape[0]), sde, ae, n_gen,
+                x = sample_images(lambda xx, t, gg: one_hot(xx, t, gg, [c] * xx.shape[0]), sde, ae, n_gen,
                                   torch.Generator().manual_seed(c), sample_steps)
                 measure(f"one_hot_{name}", c, x, real, floor_real, None)
         log(f"evaluated {name} classes ({time.perf_counter() - t0:.0f} s)")

@@ -181,8 +181,8 @@ def _cmd_sno_sample(args: argparse.Namespace) -> int:
     from .condition import read_images
 
     out = _netcdf_output(args)
-    ae, sno, sde = load_few_shot(args.run)
-    guidance = recommended_guidance(args.run) if args.guidance is None else args.guidance
+    ae, sno, sde, config = load_few_shot(args.run, with_config=True)
+    guidance = recommended_guidance(config) if args.guidance is None else args.guidance
     support = read_images(args.support, DOUBLE_GRID.shape)
     x = few_shot_sample(sno, ae, sde, support, args.n, generator=torch.Generator().manual_seed(args.seed),
                         steps=args.steps, guidance=guidance)

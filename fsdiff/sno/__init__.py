@@ -14,8 +14,8 @@ The study drivers are ``resolution_studies/sno_gmm.py`` and ``resolution_studies
 from .embedding import KernelMeanEmbedding, prototype_encoding
 from .gmm import GaussianMixture, GMMFamily
 from .latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, build_autoencoder, encode_by_class, few_shot_sample,
-                     load_few_shot, prototype, recommended_guidance, save_few_shot, train_autoencoder,
-                     train_latent_sno)
+                     load_few_shot, prototype, recommended_guidance, sample_images, save_few_shot,
+                     train_autoencoder, train_latent_sno)
 from .model import ScoreNeuralOperator, build_sno
 from .training import (SNOTrainConfig, draw_encodings, generate, relative_score_error, sno_dsm_loss, sno_point_score,
                        train_point_model, train_sno)
@@ -26,4 +26,5 @@ __all__ = [
     "train_point_model", "train_sno",
     "LATENT_GRID", "LatentAutoencoder", "LatentSNOConfig", "build_autoencoder", "encode_by_class", "few_shot_sample",
     "prototype", "train_autoencoder", "train_latent_sno", "save_few_shot", "load_few_shot", "recommended_guidance",
+    "sample_images",
 ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -33,8 +33,8 @@ from ..training.fit import fit
 from .embedding import prototype_encoding
 
 __all__ = ["LATENT_GRID", "LatentAutoencoder", "build_autoencoder", "train_autoencoder", "prototype",
-           "LatentSNOConfig", "train_latent_sno", "few_shot_sample", "encode_by_class", "save_few_shot", "load_few_shot",
-           "PrototypeScore", "build_prototype_score", "residual_statistics"]
+           "LatentSNOConfig", "train_latent_sno", "few_shot_sample", "sample_images", "encode_by_class", "save_few_shot", "load_few_shot",
+           "recommended_guidance", "PrototypeScore", "build_prototype_score", "residual_statistics"]
 
 #: the latent grid: 7 x 14 points on the image domain [0, 1) x [0, 2)
 LATENT_GRID = Grid((7, 14), (1.0, 2.0))
@@ -154,11 +154,19 @@ def _draw_batch(latents: dict[int, torch.Tensor], classes: Sequence[int], cfg: L
 
 
 def train_latent_sno(model: nn.Module, sde: SDE, latents: dict[int, torch.Tensor], classes: Sequence[int],
-                     cfg: LatentSNOConfig, generator: torch.Generator, log=None, log_every: int = 500):
-    """Conditional DSM over ``classes`` (their latents by class); returns ``(ema model, losses)``."""
-    short = [c for c in classes if latents[c].shape[0] < max(cfg.shots) + 1]
-    if short:
-        raise ValueError(f"classes {short} have fewer than {max(cfg.shots) + 1} latents (the largest K plus a target)")
+                     cfg: LatentSNOConfig, generator: torch.Generator, log=None, log_every: int = 500,
+                     draw: Callable[[torch.Generator], tuple[torch.Tensor, object]] | None = None):
+    """Conditional DSM over ``classes`` (their latents by class); returns ``(ema model, losses)``.
+
+    ``draw(generator) -> (x0 (B, C, 7, 14), cond)`` replaces the default batch (targets and their K-shot
+    prototypes); ``model(x, t, grid, cond)`` receives ``cond`` as drawn (e.g. class labels for a baseline)."""
+    if draw is None:
+        short = [c for c in classes if latents[c].shape[0] < max(cfg.shots) + 1]
+        if short:
+            raise ValueError(f"classes {short} have fewer than {max(cfg.shots) + 1} latents (the largest K plus a target)")
+
+        def draw(g: torch.Generator):
+            return _draw_batch(latents, classes, cfg, g)
 
     class _Bound:  # the model with this batch's prototypes, and the preconditioner's loss weight if any
         def __init__(self, cond):
@@ -170,7 +178,7 @@ def train_latent_sno(model: nn.Module, sde: SDE, latents: dict[int, torch.Tensor
             return model(x, t, g, self.cond)
 
     def loss_of_step(_: int) -> torch.Tensor:
-        x0, cond = _draw_batch(latents, classes, cfg, generator)
+        x0, cond = draw(generator)
         return dsm_loss(_Bound(cond), x0, sde, LATENT_GRID, generator, time_sampling=cfg.time_sampling,
                         weighting=cfg.weighting, eps=cfg.eps).mean()
 
@@ -205,6 +213,14 @@ def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: 
         e0 = model(x, t, g, torch.zeros_like(c), **kw)
         return e0 + guidance * (e - e0)
 
+    return sample_images(eta, sde, ae, n, generator, steps, sampler, time_grid)
+
+
+@torch.no_grad()
+def sample_images(eta: Callable, sde: SDE, ae: LatentAutoencoder, n: int, generator: torch.Generator | None = None,
+                  steps: int = 24, sampler: str = "ode", time_grid: str = "edm") -> torch.Tensor:
+    """``n`` decoded images ``(n, 1, 28, 56)`` from a latent score ``eta(x (B, C, 7, 14), t (B,), grid) -> eta_hat``
+    (the sampler of :func:`few_shot_sample`, for any conditioning)."""
     z = sample(eta, sde, LATENT_GRID, n,
                channels=ae.latent_channels, sampler=sampler, steps=steps, time_grid=time_grid, generator=generator)
     return ae.decode(z)
@@ -224,18 +240,17 @@ def save_few_shot(path, ae: LatentAutoencoder, sno: nn.Module, sde: SDE, config:
                                   "sde": sde.to_dict()})
 
 
-def recommended_guidance(path) -> float:
-    """The guidance weight a few-shot checkpoint recommends (``config.sampling.guidance``; 1 when absent).
+def recommended_guidance(config: Mapping | None) -> float:
+    """The guidance weight a few-shot checkpoint's ``config`` recommends (``sampling.guidance``; 1 when absent).
 
-    The study records it for a model trained with ``drop_prototype > 0``; 1 is plain conditioning."""
-    from ..io import load_checkpoint
-
-    w = (load_checkpoint(path).get("config") or {}).get("sampling", {}).get("guidance", 1.0)
-    return float(w)
+    The study records it for a model trained with ``drop_prototype > 0``; 1 is plain conditioning.
+    ``config`` is the fourth item of ``load_few_shot(path, with_config=True)``."""
+    return float((config or {}).get("sampling", {}).get("guidance", 1.0))
 
 
-def load_few_shot(path) -> tuple[LatentAutoencoder, nn.Module, SDE]:
-    """``(autoencoder, latent score operator, sde)`` from :func:`save_few_shot`'s file (``weights_only=True``)."""
+def load_few_shot(path, with_config: bool = False):
+    """``(autoencoder, latent score operator, sde)`` from :func:`save_few_shot`'s file (``weights_only=True``);
+    with ``with_config``, also the file's ``config`` dict (the study settings, the recommended guidance)."""
     from ..errors import CheckpointError
     from ..io import load_checkpoint, load_state
     from ..models import build_model
@@ -253,7 +268,8 @@ def load_few_shot(path) -> tuple[LatentAutoencoder, nn.Module, SDE]:
         raise CheckpointError(f"{path}: bad model spec ({e})") from None
     load_state(ae, ck["autoencoder"]["state_dict"], path, ck["autoencoder"]["spec"], ae.spec)
     load_state(sno, ck["model"]["state_dict"], path, ck["model"]["spec"], sno.spec)
-    return ae.eval(), sno.eval(), sde_from_dict(ck["sde"])
+    loaded = (ae.eval(), sno.eval(), sde_from_dict(ck["sde"]))
+    return (*loaded, dict(ck.get("config") or {})) if with_config else loaded
 
 
 class _WithPrototype(nn.Module):

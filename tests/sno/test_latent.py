@@ -214,18 +214,19 @@ def test_shipped_few_shot_model_loads_and_samples_with_its_guidance():
     from fsdiff.sno.latent import few_shot_sample, load_few_shot, recommended_guidance
 
     path = PRETRAINED_DIR / "sno_double_digits.pt"
-    ae, sno, sde = load_few_shot(path)
-    assert recommended_guidance(path) == 3.0
+    ae, sno, sde, config = load_few_shot(path, with_config=True)
+    assert recommended_guidance(config) == 3.0
     support = torch.rand(1, 1, 28, 56, generator=torch.Generator().manual_seed(0))
     x = few_shot_sample(sno, ae, sde, support, 2, generator=torch.Generator().manual_seed(1), steps=2, guidance=3.0)
     assert x.shape == (2, 1, 28, 56) and torch.isfinite(x).all()
 
 
 def test_guidance_must_be_a_non_negative_number(tmp_path):
-    from fsdiff.sno.latent import few_shot_sample, recommended_guidance
+    from fsdiff.sno.latent import few_shot_sample, load_few_shot, recommended_guidance
 
     ae, sno, sde, _ = _tiny(tmp_path)
-    assert recommended_guidance(save_few_shot(tmp_path / "fs.pt", ae, sno, sde)) == 1.0  # nothing recorded: none
+    config = load_few_shot(save_few_shot(tmp_path / "fs.pt", ae, sno, sde), with_config=True)[3]
+    assert recommended_guidance(config) == 1.0  # nothing recorded: no guidance
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="guidance must be a finite number >= 0"):
             few_shot_sample(sno, ae, sde, torch.rand(1, 1, 28, 56), 1, steps=1, guidance=bad)
