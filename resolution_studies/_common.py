@@ -133,3 +133,29 @@ def pairwise_distance(x: torch.Tensor) -> float:
 def nearest_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``(n,)``: the RMS distance of each image of ``a`` to its nearest image in ``b``."""
     return (torch.cdist(a.flatten(1), b.flatten(1)) / a[0].numel() ** 0.5).min(1).values
+
+
+def few_shot_metrics(classifier, c: int, x: torch.Tensor, real: torch.Tensor, floor_real: torch.Tensor,
+                     support: torch.Tensor | None = None, others: torch.Tensor | None = None) -> dict:
+    """One class's measures of generated images ``x (n, 1, 28, 56)`` of class ``c``.
+
+    ``real``: held-out real images (the FD reference); ``floor_real``: other real images, the floor of
+    FD and diversity and the reference of memorisation; ``support``: the K images the samples were made
+    from; ``others``: K further real images of the class, a control for the memorisation measure (a
+    model whose samples are merely smooth or typical is closer to *any* images of the class, not only
+    to its support).
+    """
+    from fsdiff.data import CLASS_NAMES
+    from fsdiff.eval.metrics import frechet_distance
+
+    f_x, f_real = half_logits(classifier, x), half_logits(classifier, real)
+    r = {"class": CLASS_NAMES[c], "both_right": float(digits_right(f_x, torch.full((x.shape[0],), c)).double().mean()),
+         "diversity": pairwise_distance(x), "real_diversity": pairwise_distance(floor_real),
+         "fd": frechet_distance(f_x, f_real), "fd_floor": frechet_distance(half_logits(classifier, floor_real), f_real)}
+    if support is not None:
+        r["nearest_support_samples"] = float(nearest_distance(x, support).mean())
+        r["nearest_support_real"] = float(nearest_distance(floor_real, support).mean())
+    if others is not None:
+        r["nearest_others_samples"] = float(nearest_distance(x, others).mean())
+        r["nearest_others_real"] = float(nearest_distance(floor_real, others).mean())
+    return r

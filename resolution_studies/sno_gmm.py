@@ -41,6 +41,7 @@ from fsdiff.points.metrics import energy_distance, sliced_wasserstein
 from fsdiff.sde import VPSDE
 from fsdiff.sno import (GMMFamily, KernelMeanEmbedding, ScoreNeuralOperator, SNOTrainConfig,
                         relative_score_error, sno_point_score, train_point_model, train_sno)
+from fsdiff.sno.base_score import KMEBaseScore
 
 
 
@@ -132,8 +133,8 @@ def run_sno_gmm_study(cfg: SNOGMMStudyConfig, out_dir: str | Path, log: Callable
     ts = torch.linspace(0.05, 1.0, cfg.eval_times)
     seen_c = train_c[:: max(1, len(train_c) // cfg.n_seen_eval)][: cfg.n_seen_eval]
 
-    def err_sno(c, u, grid=None):
-        return relative_score_error(sno_point_score(sno, sde, u=u, grid=grid or kme.grid), fam.mixture(c), sde, ts,
+    def err_sno(c, u, k=None):
+        return relative_score_error(sno_point_score(sno, sde, u=u, kme=k or kme), fam.mixture(c), sde, ts,
                                     cfg.eval_points, torch.Generator().manual_seed(cfg.seed + 7))
 
     def err_point(model, c):
@@ -152,6 +153,13 @@ def run_sno_gmm_study(cfg: SNOGMMStudyConfig, out_dir: str | Path, log: Callable
             lambda x, t: family_law.score(x, t.double(), sde).to(x.dtype), fam.mixture(c), sde, ts, cfg.eval_points,
             torch.Generator().manual_seed(cfg.seed + 7)) for c in test_c]),
     }
+    if sno.base is not None:   # the closed form the hybrid starts from, alone (never faded)
+        def err_base(c, u):
+            base = KMEBaseScore(u, kme, pad=sno.base["pad"], clip=sno.base["clip"])
+            return relative_score_error(lambda x, t: -base.eta(x[None], t[None], sde, (2 * sde.T, 3 * sde.T))[0]
+                                        / sde.std(t.double()).to(x.dtype)[:, None], fam.mixture(c), sde, ts,
+                                        cfg.eval_points, torch.Generator().manual_seed(cfg.seed + 7))
+        E["kme_base_alone_unseen"] = torch.stack([err_base(c, kme.exact_gmm(fam.mixture(c))) for c in test_c])
     curves = {k: v.mean(0) for k, v in E.items()}
     avg = {k: float(v.mean()) for k, v in curves.items()}
     band_masks = {"t < 0.2": ts < 0.2, "0.2 <= t <= 0.5": (ts >= 0.2) & (ts <= 0.5), "t > 0.5": ts > 0.5}
@@ -160,12 +168,15 @@ def run_sno_gmm_study(cfg: SNOGMMStudyConfig, out_dir: str | Path, log: Callable
     res = {}
     for n in cfg.resolutions:
         k_n = kme.with_grid(n)
-        res[n] = _mean([float(err_sno(c, k_n.exact_gmm(fam.mixture(c)), k_n.grid).mean()) for c in test_c])
+        res[n] = _mean([float(err_sno(c, k_n.exact_gmm(fam.mixture(c)), k_n).mean()) for c in test_c])
     # few-shot: empirical encodings from n samples of each unseen mixture (one draw per mixture and n)
     gfs = torch.Generator().manual_seed(cfg.seed + 11)
-    few = {}
+    few, few_base = {}, {}
     for n in cfg.few_shot_ns:
-        few[n] = _mean([float(err_sno(c, kme.empirical(fam.mixture(c).sample(n, gfs))).mean()) for c in test_c])
+        us = [kme.empirical(fam.mixture(c).sample(n, gfs)) for c in test_c]
+        few[n] = _mean([float(err_sno(c, u).mean()) for c, u in zip(test_c, us)])
+        if sno.base is not None:
+            few_base[n] = _mean([float(err_base(c, u).mean()) for c, u in zip(test_c, us)])
     timings["score_eval_s"] = time.perf_counter() - t0
     log(f"score errors (t-avg): {json.dumps({k: round(v, 4) for k, v in avg.items()})}")
 
@@ -189,13 +200,13 @@ def run_sno_gmm_study(cfg: SNOGMMStudyConfig, out_dir: str | Path, log: Callable
         ref1, ref2 = mix.sample(cfg.n_generate, gen), mix.sample(cfg.n_generate, gen)
         metrics[f"{tag}/true_vs_true"] = {"mmd": energy_distance(ref1, ref2),
                                           "sw2": sliced_wasserstein(ref1, ref2, 128, gen)}
-        gen_and_score(f"{tag}/sno_exact", sno_point_score(sno, sde, u=kme.exact_gmm(mix), grid=kme.grid), c)
+        gen_and_score(f"{tag}/sno_exact", sno_point_score(sno, sde, u=kme.exact_gmm(mix), kme=kme), c)
         gen_and_score(f"{tag}/unconditional", sno_point_score(unc, sde), c)
         if c in uppers:
             gen_and_score(f"{tag}/per_distribution", sno_point_score(uppers[c], sde), c)
             for n in cfg.few_shot_ns:
                 u = kme.empirical(mix.sample(n, gen))
-                gen_and_score(f"{tag}/sno_n{n}", sno_point_score(sno, sde, u=u, grid=kme.grid), c)
+                gen_and_score(f"{tag}/sno_n{n}", sno_point_score(sno, sde, u=u, kme=kme), c)
     timings["generation_s"] = time.perf_counter() - t0
 
     def over_upper(kind: str) -> float:
@@ -220,6 +231,7 @@ def run_sno_gmm_study(cfg: SNOGMMStudyConfig, out_dir: str | Path, log: Callable
         "seen_eval_combinations": seen_c, "upper_bound_combinations": upper_c,
         "score_error_t_avg": avg, "score_error_t_bands": bands, "score_error_vs_resolution": {str(k): v for k, v in res.items()},
         "few_shot_score_error": {str(k): v for k, v in few.items()},
+        "few_shot_score_error_base_alone": {str(k): v for k, v in few_base.items()},
         "few_shot_mmd": {str(k): v for k, v in few_mmd.items()}, "few_shot_sw2": {str(k): v for k, v in few_sw.items()},
         "mmd_unseen": mmd, "sw2_unseen": sw, "generation_metrics": metrics, "targets": targets,
         "final_train_loss": _mean(sno_hist[-100:]), "timings": timings, "torch_threads": torch.get_num_threads(),
@@ -277,7 +289,7 @@ def _figures(out, fam, kme, sde, sno, unc, uppers, upper_c, seen_show, samples, 
     pts = torch.stack([X.reshape(-1), Y.reshape(-1)], -1)
     t = torch.full((pts.shape[0],), 0.1)
     fields = {"exact": mix.score(pts, t.double(), sde),
-              "SNO (exact enc.)": sno_point_score(sno, sde, u=kme.exact_gmm(mix), grid=kme.grid)(pts, t),
+              "SNO (exact enc.)": sno_point_score(sno, sde, u=kme.exact_gmm(mix), kme=kme)(pts, t),
               "per-distribution": sno_point_score(uppers[c], sde)(pts, t),
               "unconditional": sno_point_score(unc, sde)(pts, t)}
     fig, axes = plt.subplots(1, len(fields), figsize=(3.2 * len(fields), 3.2))
@@ -321,6 +333,16 @@ def _figures(out, fam, kme, sde, sno, unc, uppers, upper_c, seen_show, samples, 
     save_figure(fig, out / "encodings.png")
 
 
+def _hybrid_sentence(model: dict) -> str:
+    base = model.get("base")
+    if not base:
+        return ""
+    t0, t1 = base["t_fade"]
+    return (f"Hybrid SNO: eta = g * eta_base + r, where eta_base is the closed-form score of the encoded law "
+            f"(`fsdiff.sno.base_score`, box zero-padded {base.get('pad', 4)}x) faded out by a cosine from t = {t0} "
+            f"to t = {t1}, and the gate g and residual r are learned (zero at initialisation). ")
+
+
 def _summary(out: Path, r: dict) -> None:
     from fsdiff.io import atomic_write
 
@@ -340,6 +362,7 @@ def _summary(out: Path, r: dict) -> None:
         f"Decoder {r['config']['model'].get('decoder_layers')} x {r['config']['model'].get('hidden')}, conditioning "
         f"{r['config']['model'].get('conditioning', 'concat')}; training times {r['config']['t_density']}; exact encodings "
         f"only for the first {100 * r['config']['exact_warmup']:.0f}% of the steps, then {100 * r['config']['exact_fraction']:.0f}%. "
+        + _hybrid_sentence(r['config']['model']) +
         f"Runtime {r['timings']['total_s']:.0f} s on {r['torch_threads']} thread(s).",
         "",
         "## Targets",
@@ -361,6 +384,8 @@ def _summary(out: Path, r: dict) -> None:
         "| model | seen | unseen |",
         "|---|---|---|",
         f"| SNO (exact encoding) | {a['sno_seen']:.4f} | {a['sno_unseen']:.4f} |",
+    ] + ([f"| closed-form KME base alone, never faded (no network) | | {a['kme_base_alone_unseen']:.4f} |"]
+         if "kme_base_alone_unseen" in a else []) + [
         f"| unconditional model of the family | {a['unconditional_seen']:.4f} | {a['unconditional_unseen']:.4f} |",
         f"| exact score of the family average (unconditional floor) | | {a['exact_family_score_unseen']:.4f} |",
         f"| on the upper-bound mixtures: SNO / per-distribution / unconditional | | "
@@ -384,6 +409,10 @@ def _summary(out: Path, r: dict) -> None:
         "|---|" + "---|" * (len(r["few_shot_score_error"]) + 1),
         "| score error (all unseen) | " + " | ".join(f"{v:.4f}" for v in r["few_shot_score_error"].values())
         + f" | {a['sno_unseen']:.4f} |",
+    ] + ([
+        "| closed-form base alone, same encodings | "
+        + " | ".join(f"{v:.4f}" for v in r["few_shot_score_error_base_alone"].values())
+        + f" | {a['kme_base_alone_unseen']:.4f} |"] if r.get("few_shot_score_error_base_alone") else []) + [
         "| MMD (upper-bound mixtures) | " + " | ".join(f"{v:.4f}" for v in r["few_shot_mmd"].values())
         + f" | {r['mmd_unseen']['sno_exact']:.4f} |",
         "| sliced W2 | " + " | ".join(f"{v:.4f}" for v in r["few_shot_sw2"].values())

@@ -74,6 +74,28 @@ class SNOMnist2Config:
     seed: int = 0
 
 
+def train_few_shot_sno(cfg: SNOMnist2Config, ae: LatentAutoencoder, train: DoubleDigits, g: torch.Generator,
+                       log=print) -> tuple[PrototypeScore, fd.VPSDE, list[float]]:
+    """The latent score operator of ``cfg`` trained on ``train.classes`` (a bank of their latents, the SDE scaled
+    to them, the Gaussian part's statistics); returns ``(ema model, sde, losses)``."""
+    labels = torch.tensor(train.classes).repeat_interleave(cfg.bank_per_class)
+    imgs = train.render(labels, DOUBLE_GRID, g)
+    latents = encode_by_class(ae, imgs, labels)
+    scale = float(torch.cat(list(latents.values())).std())
+    sde = fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0).with_pointwise_variance(scale**2, LATENT_GRID))
+    net = fd.FNOScore(in_channels=cfg.latent_channels, width=cfg.sno_width, modes=(3, 6), n_layers=cfg.sno_layers,
+                      cond_channels=2 * cfg.latent_channels, positional="periodic")
+    if cfg.centred:
+        stats = residual_statistics(latents, train.classes, cfg.shots, 20000, g)
+    else:
+        stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, cfg.latent_channels).fit(torch.cat(list(latents.values())))
+    model = PrototypeScore(net, sde, stats, centred=cfg.centred)
+    scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond",
+                           drop_prototype=cfg.drop_prototype)
+    sno, losses = train_latent_sno(model, sde, latents, train.classes, scfg, g, log=log)
+    return sno, sde, losses
+
+
 def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = None,
         few_shot: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
@@ -117,21 +139,7 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
     # ---------------------------------------------------------------- latent bank and SNO
     t0 = time.perf_counter()
     if few_shot is None:
-        labels = torch.tensor(train.classes).repeat_interleave(cfg.bank_per_class)
-        imgs = train.render(labels, DOUBLE_GRID, g)
-        latents = encode_by_class(ae, imgs, labels)
-        scale = float(torch.cat(list(latents.values())).std())
-        sde = fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0).with_pointwise_variance(scale**2, LATENT_GRID))
-        net = fd.FNOScore(in_channels=cfg.latent_channels, width=cfg.sno_width, modes=(3, 6), n_layers=cfg.sno_layers,
-                          cond_channels=2 * cfg.latent_channels, positional="periodic")
-        if cfg.centred:
-            stats = residual_statistics(latents, train.classes, cfg.shots, 20000, g)
-        else:
-            stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, cfg.latent_channels).fit(torch.cat(list(latents.values())))
-        model = PrototypeScore(net, sde, stats, centred=cfg.centred)
-        scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond",
-                               drop_prototype=cfg.drop_prototype)
-        sno, losses = train_latent_sno(model, sde, latents, train.classes, scfg, g, log=log)
+        sno, sde, losses = train_few_shot_sno(cfg, ae, train, g, log)
         save_few_shot(out / "few_shot.pt", ae, sno, sde, {"study": dataclasses.asdict(cfg)}, cfg.sno_steps)
     timings["latent_sno_s"] = time.perf_counter() - t0
     if few_shot is not None and (few_shot.parent / "results.json").exists():  # the training run's own times

@@ -30,7 +30,6 @@ from torch import nn
 from fsdiff._paths import PRETRAINED_DIR
 from fsdiff.data import CLASS_NAMES, DOUBLE_GRID, DoubleDigits
 from fsdiff.eval.classifier import load_or_train_classifier
-from fsdiff.eval.metrics import frechet_distance
 from fsdiff.eval.quality import CLASSIFIER_DIR
 from fsdiff.io import write_json, write_text
 from fsdiff.plotting import save_figure
@@ -39,7 +38,7 @@ from fsdiff.sno.latent import (LATENT_GRID, LatentSNOConfig, build_prototype_sco
                                train_latent_sno)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import digits_right, half_logits, nearest_distance, pairwise_distance  # noqa: E402
+from _common import few_shot_metrics  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_baselines"
 
@@ -110,14 +109,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
 
     def measure(key: str, c: int, x: torch.Tensor, real: torch.Tensor, floor_real: torch.Tensor,
                 support: torch.Tensor | None):
-        f_x, f_real = half_logits(clf, x), half_logits(clf, real)
-        r = {"class": CLASS_NAMES[c], "both_right": float(digits_right(f_x, torch.full((x.shape[0],), c)).double().mean()),
-             "diversity": pairwise_distance(x), "real_diversity": pairwise_distance(floor_real),
-             "fd": frechet_distance(f_x, f_real), "fd_floor": frechet_distance(half_logits(clf, floor_real), f_real)}
-        if support is not None:
-            r["nearest_support_samples"] = float(nearest_distance(x, support).mean())
-            r["nearest_support_real"] = float(nearest_distance(floor_real, support).mean())
-        rows.setdefault(key, []).append(r)
+        rows.setdefault(key, []).append(few_shot_metrics(clf, c, x, real, floor_real, support))
         if len(shown.setdefault(key, [])) < 3:
             shown[key].append((CLASS_NAMES[c], support, x[:6]))
 

@@ -32,18 +32,22 @@ DOUBLE_GRID = Grid((28, 56), (1.0, 2.0))
 CLASS_NAMES = tuple(f"{a}{b}" for a in range(10) for b in range(10))
 
 
-def held_out_classes(seed: int = 0, n: int = 20) -> list[int]:
+def held_out_classes(seed: int = 0, n: int = 20, among: Sequence[int] | None = None) -> list[int]:
     """``n`` held-out classes (sorted ints in 0..99), seeded; every held-out class's left digit is the
-    left digit of some training class and its right digit the right digit of some training class."""
-    if not 0 <= n <= 50:
-        raise ValueError(f"n held-out classes must lie in 0..50; got {n}")
-    order = torch.randperm(100, generator=torch.Generator().manual_seed(int(seed))).tolist()
+    left digit of some training class and its right digit the right digit of some training class.
+
+    ``among``: hold out from these classes only, the rest of them being the training classes (e.g. a
+    validation split of the 80 training classes); default all 100."""
+    pool = list(range(100)) if among is None else sorted({int(c) for c in among})
+    if not 0 <= n <= min(50, len(pool) // 2) or not all(0 <= c < 100 for c in pool):
+        raise ValueError(f"n held-out classes must lie in 0..{min(50, len(pool) // 2)} of classes in 0..99; got n = {n}")
+    order = [pool[i] for i in torch.randperm(len(pool), generator=torch.Generator().manual_seed(int(seed))).tolist()]
     held: list[int] = []
     for c in order:
         if len(held) == n:
             break
         trial = set(held) | {c}
-        train = [k for k in range(100) if k not in trial]
+        train = [k for k in pool if k not in trial]
         lefts, rights = {k // 10 for k in train}, {k % 10 for k in train}
         if all(h // 10 in lefts and h % 10 in rights for h in trial):
             held.append(c)

@@ -192,16 +192,24 @@ def train_latent_sno(model: nn.Module, sde: SDE, latents: dict[int, torch.Tensor
 @torch.no_grad()
 def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: torch.Tensor, n: int,
                     generator: torch.Generator | None = None, steps: int = 24, sampler: str = "ode",
-                    time_grid: str = "edm", residual_scale: float = 1.0, guidance: float = 1.0) -> torch.Tensor:
+                    time_grid: str = "edm", residual_scale: float = 1.0, guidance: float = 1.0,
+                    guidance_interval: tuple[float, float] | None = None) -> torch.Tensor:
     """``n`` new images of the class of ``support (K, 1, 28, 56)``: ``(n, 1, 28, 56)`` decoded samples.
 
     ``residual_scale`` (a :class:`PrototypeScore` only): the weight of the learned residual.
     ``guidance`` ``w``: classifier-free guidance ``eta_null + w (eta_prototype - eta_null)`` with the
-    null (zero) prototype, for a model trained with ``drop_prototype > 0``; 1 is plain conditioning."""
+    null (zero) prototype, for a model trained with ``drop_prototype > 0``; 1 is plain conditioning.
+    ``guidance_interval`` ``(t_lo, t_hi)``: guide only at diffusion times in that interval, plain
+    conditioning elsewhere (guidance in a limited interval, Kynkaanniemi et al. 2024: the class is
+    fixed at the middle noise levels; at low noise guidance only narrows the samples)."""
     if support.ndim != 4 or support.shape[0] < 1 or tuple(support.shape[1:]) != (1, 28, 56):
         raise ValueError(f"support must be (K, 1, 28, 56) double-digit images with K >= 1; got {tuple(support.shape)}")
     if not math.isfinite(guidance) or guidance < 0:
         raise ValueError(f"guidance must be a finite number >= 0 (1: plain conditioning); got {guidance!r}")
+    if guidance_interval is not None:
+        lo, hi = (float(v) for v in guidance_interval)
+        if not 0 <= lo < hi:
+            raise ValueError(f"guidance_interval must be (t_lo, t_hi) with 0 <= t_lo < t_hi; got {guidance_interval!r}")
     cond = prototype(ae.encode(support.float()))[None]
     kw = {} if residual_scale == 1 else {"residual_scale": float(residual_scale)}
 
@@ -210,8 +218,14 @@ def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: 
         e = model(x, t, g, c, **kw)
         if guidance == 1:
             return e
+        w = torch.full((x.shape[0],), float(guidance), dtype=e.dtype)
+        if guidance_interval is not None:
+            tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x.shape[0])
+            w = torch.where((tt >= lo) & (tt <= hi), w, torch.ones_like(w))
+            if bool((w == 1).all()):
+                return e
         e0 = model(x, t, g, torch.zeros_like(c), **kw)
-        return e0 + guidance * (e - e0)
+        return e0 + w.view(-1, *[1] * (e.ndim - 1)) * (e - e0)
 
     return sample_images(eta, sde, ae, n, generator, steps, sampler, time_grid)
 
@@ -246,6 +260,13 @@ def recommended_guidance(config: Mapping | None) -> float:
     The study records it for a model trained with ``drop_prototype > 0``; 1 is plain conditioning.
     ``config`` is the fourth item of ``load_few_shot(path, with_config=True)``."""
     return float((config or {}).get("sampling", {}).get("guidance", 1.0))
+
+
+def recommended_guidance_interval(config: Mapping | None) -> tuple[float, float] | None:
+    """The guidance interval ``(t_lo, t_hi)`` a few-shot checkpoint's ``config`` recommends
+    (``sampling.guidance_interval``; None, guidance at every time, when absent)."""
+    v = (config or {}).get("sampling", {}).get("guidance_interval")
+    return None if v is None else (float(v[0]), float(v[1]))
 
 
 def load_few_shot(path, with_config: bool = False):

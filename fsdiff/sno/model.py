@@ -23,6 +23,13 @@
   per-channel scale and shift of every hidden layer, ``h <- SiLU(W h) * (1 + gamma_l(code)) +
   beta_l(code)`` (FiLM), so the distribution reaches every layer, not only the input.
 
+**Hybrid** (``base={...}``, 2-D ``"fno"`` encoders of kernel mean embeddings): the decoder also
+predicts a gate ``g = 1 + tanh(o)`` and the model's noise prediction is ``g * eta_base + r``, where
+``eta_base`` is the closed-form score of the encoded law (:class:`fsdiff.sno.base_score.KMEBaseScore`,
+faded out between ``base["t_fade"]``). The last decoder layer starts at zero, so training starts from
+the closed form, and the network learns what it cannot give: large ``t``, ``s/m < h`` and the
+correction of empirical encodings from few samples.
+
 ``model.spec`` is a plain dict (``"type": "sno"``), rebuilt by :func:`build_sno`. It is not a
 function-space score model (its call is ``decode(code, x, t)`` on points), so it is not in
 :func:`fsdiff.models.build_model`'s table.
@@ -39,6 +46,7 @@ from torch import nn
 from ..grid import Grid
 from ..models.embedding import SinusoidalTimeEmbedding
 from ..models.spectral import SpectralConv, normalize_modes
+from .base_score import KMEBaseScore
 
 __all__ = ["ScoreNeuralOperator", "build_sno", "fourier_position_features"]
 
@@ -86,6 +94,8 @@ class ScoreNeuralOperator(nn.Module):
     conditioning : ``"concat"`` (the code joins the decoder's input only) or ``"film"`` (also a
         scale and shift of every hidden layer, from the code; zero-initialised, so training starts
         from the concat model).
+    base : None, or ``{"t_fade": [t0, t1], "pad": int, "clip": float}`` for the hybrid above
+        (``pad`` and ``clip`` as in :class:`~fsdiff.sno.base_score.KMEBaseScore`; defaults 4 and 6).
     """
 
     def __init__(
@@ -105,6 +115,7 @@ class ScoreNeuralOperator(nn.Module):
         time_embed_dim: int = 32,
         time_max_freq: float = 100.0,
         conditioning: str = "concat",
+        base: dict | None = None,
     ):
         super().__init__()
         if encoder not in _ENCODERS:
@@ -120,6 +131,7 @@ class ScoreNeuralOperator(nn.Module):
         if pooling not in ("weighted", "mean"):
             raise ValueError(f"pooling must be 'weighted' or 'mean'; got {pooling!r}")
         self.pooling = pooling
+        self.base = _check_base(base, encoder, dim)
         if encoder == "prototype" and prototype_dim < 1:
             raise ValueError("encoder 'prototype' needs prototype_dim >= 1")
         self.dim, self.encoder_type, self.in_channels = dim, encoder, in_channels
@@ -138,7 +150,11 @@ class ScoreNeuralOperator(nn.Module):
         elif encoder == "prototype":
             self.proto_mlp = _mlp([prototype_dim, hidden, hidden, code_dim])
         self.time_embed = SinusoidalTimeEmbedding(self.time_embed_dim, self.time_max_freq)
-        self.decoder = _mlp([self.code_dim + dim + self.time_embed_dim] + [hidden] * decoder_layers + [dim])
+        out_dim = dim + (1 if self.base is not None else 0)   # the hybrid's gate logit
+        self.decoder = _mlp([self.code_dim + dim + self.time_embed_dim] + [hidden] * decoder_layers + [out_dim])
+        if self.base is not None:   # start from the closed form: residual 0, gate 1
+            nn.init.zeros_(self.decoder[-1].weight)
+            nn.init.zeros_(self.decoder[-1].bias)
         self.conditioning = conditioning if self.code_dim else "concat"
         if self.conditioning == "film":
             self.film = nn.Linear(self.code_dim, 2 * hidden * decoder_layers)
@@ -153,7 +169,8 @@ class ScoreNeuralOperator(nn.Module):
                 "positional_freqs": self.positional_freqs, "pooling": self.pooling, "prototype_dim": self.prototype_dim,
                 "code_dim": self._code_dim_arg, "hidden": self.hidden,
                 "decoder_layers": self.decoder_layers, "time_embed_dim": self.time_embed_dim,
-                "time_max_freq": self.time_max_freq, "conditioning": self.conditioning}
+                "time_max_freq": self.time_max_freq, "conditioning": self.conditioning,
+                "base": None if self.base is None else dict(self.base)}
 
     # ------------------------------------------------------------------ encoder
     def encode(self, u: torch.Tensor | None, grid: Grid | None = None) -> torch.Tensor:
@@ -194,14 +211,29 @@ class ScoreNeuralOperator(nn.Module):
         return grid.integrate(w * h) / mass
 
     # ------------------------------------------------------------------ decoder
-    def decode(self, code: torch.Tensor, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    def make_base(self, u: torch.Tensor, kme) -> KMEBaseScore:
+        """The closed-form base of a hybrid model for encodings ``u (B, 1, *kme.grid.shape)`` made with ``kme``."""
+        if self.base is None:
+            raise ValueError("this Score Neural Operator has no base score (it was built with base=None)")
+        return KMEBaseScore(u, kme, pad=self.base["pad"], clip=self.base["clip"])
+
+    def decode(self, code: torch.Tensor, x: torch.Tensor, t: torch.Tensor | float,
+               base_eta: torch.Tensor | None = None) -> torch.Tensor:
         """``eta_hat`` at points: ``code (B, c)``, ``x (B, P, dim)``, ``t (B, P)`` or float -> ``(B, P, dim)``.
 
-        ``x (B, dim)`` with ``t (B,)`` (one point per code) is accepted too.
+        ``x (B, dim)`` with ``t (B,)`` (one point per code) is accepted too. A hybrid model (``base``
+        set) needs ``base_eta``, the faded closed-form prediction at the same points (shape of ``x``,
+        from :meth:`make_base` and :meth:`~fsdiff.sno.base_score.KMEBaseScore.eta`).
         """
+        if (self.base is None) != (base_eta is None):
+            raise ValueError("a hybrid SNO (base set) needs base_eta, and only a hybrid takes it"
+                             f" (this model's base: {self.base})")
+        if base_eta is not None and tuple(base_eta.shape) != tuple(x.shape):
+            raise ValueError(f"base_eta has shape {tuple(base_eta.shape)}; expected that of x, {tuple(x.shape)}")
         single = x.ndim == 2
         if single:
             x = x[:, None]
+            base_eta = None if base_eta is None else base_eta[:, None]
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be (B, P, {self.dim}) or (B, {self.dim}); got {tuple(x.shape)}")
         B, P, _ = x.shape
@@ -222,12 +254,31 @@ class ScoreNeuralOperator(nn.Module):
             for l in range(self.decoder_layers):
                 h = layers[2 * l + 1](layers[2 * l](h)) * (1 + film[2 * l]) + film[2 * l + 1]
             out = layers[-1](h)
+        if base_eta is not None:
+            out = (1 + torch.tanh(out[..., -1:])) * base_eta.to(out.dtype) + out[..., :-1]
         return out[:, 0] if single else out
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, u: torch.Tensor | None = None,
                 grid: Grid | None = None) -> torch.Tensor:
         """``decode(encode(u, grid), x, t)``: predicted noise at points, shape of ``x``."""
         return self.decode(self.encode(u, grid), x, t)
+
+
+def _check_base(base: dict | None, encoder: str, dim: int) -> dict | None:
+    """Validated hybrid settings ``{"t_fade": [t0, t1], "pad": int, "clip": float}``, or None."""
+    if base is None:
+        return None
+    if not isinstance(base, dict) or set(base) - {"t_fade", "pad", "clip"} or "t_fade" not in base:
+        raise ValueError(f"base must be None or a dict with t_fade and optionally pad, clip; got {base!r}")
+    if encoder != "fno" or dim != 2:
+        raise ValueError(f"a base score needs a 2-D 'fno' encoder of kernel mean embeddings; got encoder {encoder!r}, dim {dim}")
+    t_fade = [float(v) for v in base["t_fade"]]
+    if len(t_fade) != 2 or not 0 <= t_fade[0] < t_fade[1]:
+        raise ValueError(f"base t_fade must be [t0, t1] with 0 <= t0 < t1; got {base['t_fade']!r}")
+    pad, clip = base.get("pad", 4), float(base.get("clip", 6.0))
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 1 or not clip > 0:
+        raise ValueError(f"base pad must be an integer >= 1 and clip positive; got {pad!r}, {clip!r}")
+    return {"t_fade": t_fade, "pad": pad, "clip": clip}
 
 
 def build_sno(spec: dict) -> ScoreNeuralOperator:

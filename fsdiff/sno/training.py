@@ -23,6 +23,7 @@ from ..grid import Grid
 from ..points import PointScore, sample_points
 from ..sde import SDE
 from ..training.fit import fit
+from .base_score import KMEBaseScore
 from .embedding import KernelMeanEmbedding
 from .model import ScoreNeuralOperator
 
@@ -109,15 +110,30 @@ def draw_times(shape: tuple[int, ...], T: float, eps: float, generator: torch.Ge
 
 def sno_dsm_loss(model: ScoreNeuralOperator, x0: torch.Tensor, sde: SDE, code: torch.Tensor,
                  eps: float = 1e-3, generator: torch.Generator | None = None, t_power: float = 1.0,
-                 t_density: str = "power") -> torch.Tensor:
-    """Per-distribution DSM loss: ``x0 (B, P, d)``, ``code (B, c)`` -> ``(B,)`` (mean over points of ``|eta_hat - z|²``)."""
+                 t_density: str = "power", base: KMEBaseScore | None = None) -> torch.Tensor:
+    """Per-distribution DSM loss: ``x0 (B, P, d)``, ``code (B, c)`` -> ``(B,)`` (mean over points of ``|eta_hat - z|²``).
+
+    A hybrid model needs ``base``, the closed form of the same ``B`` encodings (``model.make_base``).
+    """
     B, P, d = x0.shape
     t = draw_times((B, P), sde.T, eps, generator, t_power, t_density)
     z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     m, s = sde.mean_scale(t).to(x0.dtype), sde.std(t).to(x0.dtype)
     xt = m[..., None] * x0 + s[..., None] * z
-    eta = model.decode(code, xt, t.to(x0.dtype))
+    eta = model.decode(code, xt, t.to(x0.dtype), _base_eta(model, base, xt, t, sde))
     return (eta - z).square().sum(-1).mean(-1)
+
+
+def _base_eta(model: ScoreNeuralOperator, base: KMEBaseScore | None, x: torch.Tensor, t: torch.Tensor,
+              sde: SDE) -> torch.Tensor | None:
+    """The faded closed-form prediction a hybrid model's decoder takes (None for other models)."""
+    if model.base is None:
+        if base is not None:
+            raise ValueError("a base score was given but the model is not a hybrid (base=None)")
+        return None
+    if base is None:
+        raise ValueError("a hybrid SNO needs its base score: pass base=model.make_base(u, kme)")
+    return base.eta(x, t, sde, tuple(model.base["t_fade"]))
 
 
 def draw_encodings(mixtures, kme: KernelMeanEmbedding, n_range: tuple[int, int], exact_fraction: float,
@@ -187,7 +203,9 @@ def train_sno(model: ScoreNeuralOperator, family, kme: KernelMeanEmbedding, sde:
             j = torch.randint(cfg.bank_per_dist, (len(pick),), generator=generator)
             u = torch.where(use_exact.reshape(-1, 1, *[1] * kme.dim), bank[0][idx], bank[1][idx, j])
         x0 = mix.sample(cfg.points_per_dist, generator)
-        return sno_dsm_loss(model, x0, sde, model.encode(u, kme.grid), cfg.eps, generator, cfg.t_power, cfg.t_density)
+        base = model.make_base(u, kme) if model.base is not None else None
+        return sno_dsm_loss(model, x0, sde, model.encode(u, kme.grid), cfg.eps, generator, cfg.t_power, cfg.t_density,
+                            base)
 
     return _fit(model, loss_of_step, cfg, "sno", log, log_every)
 
@@ -213,11 +231,23 @@ def train_point_model(model: ScoreNeuralOperator, sampler: Callable[[int, torch.
 
 
 def sno_point_score(model: ScoreNeuralOperator, sde: SDE, code: torch.Tensor | None = None,
-                    u: torch.Tensor | None = None, grid: Grid | None = None) -> PointScore:
+                    u: torch.Tensor | None = None, grid: Grid | None = None,
+                    kme: KernelMeanEmbedding | None = None) -> PointScore:
     """``score(x (n, d), t (n,)) = -eta_hat / s(t)`` for one distribution, given its code or its encoding ``u (1, ...)``.
 
-    The result plugs into :func:`fsdiff.points.sample_points`.
+    ``grid`` is the encoding's grid; ``kme`` (the embedding ``u`` was made with) may stand for it and is
+    required by a hybrid model, whose base score reads ``u`` through it. The result plugs into
+    :func:`fsdiff.points.sample_points`.
     """
+    if kme is not None:
+        if grid is not None and grid != kme.grid:
+            raise ValueError(f"grid {grid!r} differs from the embedding's grid {kme.grid!r}")
+        grid = kme.grid
+    base = None
+    if model.base is not None:
+        if u is None or kme is None:
+            raise ValueError("a hybrid SNO scores from its encoding: pass u and the KernelMeanEmbedding kme it was made with")
+        base = model.make_base(u, kme)
     with torch.no_grad():
         code = model.encode(u, grid) if code is None else code
     if code.shape[0] != 1:
@@ -225,7 +255,8 @@ def sno_point_score(model: ScoreNeuralOperator, sde: SDE, code: torch.Tensor | N
 
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            eta = model.decode(code, x[None], t.to(x.dtype)[None])[0]
+            tt = t.to(x.dtype)[None]
+            eta = model.decode(code, x[None], tt, _base_eta(model, base, x[None], tt, sde))[0]
         return -eta / sde.std(t.to(torch.float64)).to(x.dtype)[:, None]
 
     return score
@@ -247,7 +278,7 @@ def relative_score_error(score: PointScore, mixture, sde: SDE, times: torch.Tens
 
 def generate(model: ScoreNeuralOperator, sde: SDE, n: int, code: torch.Tensor | None = None,
              u: torch.Tensor | None = None, grid: Grid | None = None, steps: int = 200, method: str = "em",
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, kme: KernelMeanEmbedding | None = None) -> torch.Tensor:
     """Samples ``(n, dim)`` of the distribution encoded by ``u`` (or ``code``) via :func:`fsdiff.points.sample_points`."""
-    score = sno_point_score(model, sde, code, u, grid)
+    score = sno_point_score(model, sde, code, u, grid, kme)
     return sample_points(score, sde, n, model.dim, steps=steps, method=method, generator=generator)

@@ -23,6 +23,13 @@ def test_classes_and_held_out_split():
         assert any(k // 10 == h // 10 for k in train) and any(k % 10 == h % 10 for k in train)
     d = DoubleDigits("train", classes="held_out")
     assert d.classes == held and len(DoubleDigits("train").classes) == 80
+    # a validation split of the training classes keeps the same property within them
+    val = held_out_classes(1, 10, among=train)
+    rest = [k for k in train if k not in val]
+    assert len(val) == 10 and not set(val) & set(held) and val == held_out_classes(1, 10, among=train)
+    assert all(any(k // 10 == v // 10 for k in rest) and any(k % 10 == v % 10 for k in rest) for v in val)
+    with pytest.raises(ValueError, match="held-out classes"):
+        held_out_classes(0, 6, among=range(10))
 
 
 def test_images_labels_determinism_nesting_and_splits():
@@ -134,6 +141,10 @@ def test_sno_sample_command(tmp_path, capsys):
                  "--steps", "2", "--guidance", "2", "--out", str(out), "--quiet"]) == 0
     assert xr.open_dataset(out)["samples"].shape == (3, 1, 28, 56) and out.with_suffix(".png").exists()
     assert xr.open_dataset(out)["samples"].attrs["guidance"] == 2.0
+    assert list(xr.open_dataset(out)["samples"].attrs["guidance_interval"]) == [0.0, 1.0]
+    assert main(["sno-sample", str(ck), "--support", str(tmp_path / "s0.png"), "--n", "2", "--steps", "2",
+                 "--guidance", "2", "--guidance-interval", "0.2", "0.7", "--out", str(out), "--quiet"]) == 0
+    assert list(xr.open_dataset(out)["samples"].attrs["guidance_interval"]) == [0.2, 0.7]
     mpimg.imsave(tmp_path / "small.png", np.zeros((28, 28)), cmap="gray")
     capsys.readouterr()
     assert main(["sno-sample", str(ck), "--support", str(tmp_path / "small.png"), "--out", str(tmp_path / "x.nc")]) == 2
@@ -230,3 +241,24 @@ def test_guidance_must_be_a_non_negative_number(tmp_path):
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="guidance must be a finite number >= 0"):
             few_shot_sample(sno, ae, sde, torch.rand(1, 1, 28, 56), 1, steps=1, guidance=bad)
+    with pytest.raises(ValueError, match="guidance_interval"):
+        few_shot_sample(sno, ae, sde, torch.rand(1, 1, 28, 56), 1, steps=1, guidance=2, guidance_interval=(0.5, 0.2))
+
+
+def test_guidance_interval_guides_only_inside_it(tmp_path):
+    from fsdiff.sno.latent import recommended_guidance_interval
+
+    ae, sno, sde, _ = _tiny(tmp_path)
+    support = torch.rand(1, 1, 28, 56, generator=torch.Generator().manual_seed(0))
+
+    def draw(**kw):
+        return few_shot_sample(sno, ae, sde, support, 3, generator=torch.Generator().manual_seed(1), steps=3, **kw)
+
+    plain, guided = draw(), draw(guidance=3.0)
+    assert not torch.allclose(plain, guided)
+    torch.testing.assert_close(draw(guidance=3.0, guidance_interval=(0.0, 1.0)), guided, rtol=0, atol=0)
+    torch.testing.assert_close(draw(guidance=3.0, guidance_interval=(5.0, 6.0)), plain, rtol=0, atol=0)  # never inside
+    partial = draw(guidance=3.0, guidance_interval=(0.3, 1.0))
+    assert not torch.allclose(partial, plain) and not torch.allclose(partial, guided)
+    assert recommended_guidance_interval({}) is None
+    assert recommended_guidance_interval({"sampling": {"guidance_interval": [0.2, 0.7]}}) == (0.2, 0.7)
