@@ -159,3 +159,14 @@ def few_shot_metrics(classifier, c: int, x: torch.Tensor, real: torch.Tensor, fl
         r["nearest_others_samples"] = float(nearest_distance(x, others).mean())
         r["nearest_others_real"] = float(nearest_distance(floor_real, others).mean())
     return r
+
+
+def write_summary(out: Path, text: str) -> None:
+    """``out/summary.md``: the generated ``text``, then the hand-written ``out/reading.md`` if there is one
+    (so a rerun refreshes the tables and keeps the reading)."""
+    from fsdiff.io import write_text
+
+    reading = Path(out) / "reading.md"
+    if reading.exists():
+        text = text.rstrip("\n") + "\n\n" + reading.read_text()
+    write_text(Path(out) / "summary.md", text)

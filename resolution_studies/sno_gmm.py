@@ -43,6 +43,9 @@ from fsdiff.sno import (GMMFamily, KernelMeanEmbedding, ScoreNeuralOperator, SNO
                         relative_score_error, sno_point_score, train_point_model, train_sno)
 from fsdiff.sno.base_score import KMEBaseScore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_summary  # noqa: E402
+
 
 
 @dataclass(frozen=True)
@@ -344,8 +347,6 @@ def _hybrid_sentence(model: dict) -> str:
 
 
 def _summary(out: Path, r: dict) -> None:
-    from fsdiff.io import atomic_write
-
     a, t = r["score_error_t_avg"], r["targets"]
     yes = {True: "**met**", False: "**missed**"}
     lines = [
@@ -431,8 +432,7 @@ def _summary(out: Path, r: dict) -> None:
         "Files: `results.json` (all numbers), `score_error_vs_t.nc`, `samples.nc`, `samples.png`, `score_fields.png`, "
         "`curves.png`, `encodings.png`, `sno.pt` (checkpoint).",
     ]
-    text = "\n".join(lines) + "\n"
-    atomic_write(out / "summary.md", lambda f: f.write(text), binary=False)
+    write_summary(out, "\n".join(lines) + "\n")
 
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_gmm"

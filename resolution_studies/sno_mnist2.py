@@ -38,7 +38,7 @@ import fsdiff as fd
 from fsdiff.data import CLASS_NAMES, DOUBLE_GRID, DoubleDigits
 from fsdiff.eval.classifier import load_or_train_classifier
 from fsdiff.eval.quality import CLASSIFIER_DIR
-from fsdiff.io import save_checkpoint, write_json, write_text
+from fsdiff.io import save_checkpoint, write_json
 from fsdiff.plotting import save_figure
 from fsdiff.data.statistics import SpectralStatistics
 from fsdiff.sno.latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, PrototypeScore, encode_by_class,
@@ -46,7 +46,7 @@ from fsdiff.sno.latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, 
                                train_latent_sno)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import both_right, nearest_distance, pairwise_distance  # noqa: E402
+from _common import both_right, nearest_distance, pairwise_distance, write_summary  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2"
 
@@ -184,7 +184,7 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
                "classifier_accuracy": rec.get("accuracy")}
     write_json(out / "results.json", summary)
     _figures(out, xt, recon, shown)
-    write_text(out / "summary.md", _summary(summary))
+    write_summary(out, _summary(summary))
     return summary
 
 

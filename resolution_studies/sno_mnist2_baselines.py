@@ -31,14 +31,14 @@ from fsdiff._paths import PRETRAINED_DIR
 from fsdiff.data import CLASS_NAMES, DOUBLE_GRID, DoubleDigits
 from fsdiff.eval.classifier import load_or_train_classifier
 from fsdiff.eval.quality import CLASSIFIER_DIR
-from fsdiff.io import write_json, write_text
+from fsdiff.io import write_json
 from fsdiff.plotting import save_figure
 from fsdiff.sno.latent import (LATENT_GRID, LatentSNOConfig, build_prototype_score, encode_by_class,
                                few_shot_sample, load_few_shot, recommended_guidance, sample_images,
                                train_latent_sno)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import few_shot_metrics  # noqa: E402
+from _common import few_shot_metrics, write_summary  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_baselines"
 
@@ -144,7 +144,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", summary)
     _figure(out, shown)
-    write_text(out / "summary.md", _summary(summary))
+    write_summary(out, _summary(summary))
     return summary
 
 

@@ -38,12 +38,12 @@ from fsdiff.data import CLASS_NAMES, DOUBLE_GRID, DoubleDigits
 from fsdiff.data.double_digits import held_out_classes
 from fsdiff.eval.classifier import load_or_train_classifier
 from fsdiff.eval.quality import CLASSIFIER_DIR
-from fsdiff.io import write_json, write_text
+from fsdiff.io import write_json
 from fsdiff.plotting import save_figure
 from fsdiff.sno.latent import few_shot_sample, load_few_shot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import few_shot_metrics  # noqa: E402
+from _common import few_shot_metrics, write_summary  # noqa: E402
 from sno_mnist2 import SNOMnist2Config, train_few_shot_sno  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_guidance"
@@ -143,11 +143,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
     _figure(out / "validation.png", val_shown, [f"{_setting_key(*old)}_K1", f"{chosen}_K1", f"{_setting_key(*old)}_K5",
                                                f"{chosen}_K5"])
     _figure(out / "test_samples.png", test_shown, [f"{_setting_key(*s)}_K{k}" for k in (1, 5) for s in test_settings])
-    text = _summary(summary)
-    reading = out / "reading.md"
-    if reading.exists():
-        text += "\n" + reading.read_text()
-    write_text(out / "summary.md", text)
+    write_summary(out, _summary(summary))
     return summary
 
 

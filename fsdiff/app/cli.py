@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=int, default=24, help="Heun PF-ODE steps (default 24)")
     f.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance weight w (1: none; default: the checkpoint's recommendation, "
-                        "3 for pretrained/sno_double_digits.pt)")
+                        "5 for pretrained/sno_double_digits.pt)")
     f.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("T_LO", "T_HI"),
                    help="guide only at diffusion times in [T_LO, T_HI] (default: the checkpoint's recommendation; "
                         "0 1 guides at every time)")
