@@ -71,6 +71,7 @@ class SNOMnist2Config:
     residual_scales: tuple[float, ...] = (1.0, 0.5, 0.0)   # weights of the learned residual evaluated (0: Gaussian part)
     drop_prototype: float = 0.0    # train with the null prototype this often (classifier-free guidance)
     guidances: tuple[float, ...] = (1.0,)   # guidance weights evaluated (with each residual weight)
+    statistics_shots: tuple[int, ...] = ()  # K values the centred Gaussian part's statistics are fitted over (default: shots)
     seed: int = 0
 
 
@@ -86,7 +87,7 @@ def train_few_shot_sno(cfg: SNOMnist2Config, ae: LatentAutoencoder, train: Doubl
     net = fd.FNOScore(in_channels=cfg.latent_channels, width=cfg.sno_width, modes=(3, 6), n_layers=cfg.sno_layers,
                       cond_channels=2 * cfg.latent_channels, positional="periodic")
     if cfg.centred:
-        stats = residual_statistics(latents, train.classes, cfg.shots, 20000, g)
+        stats = residual_statistics(latents, train.classes, cfg.statistics_shots or cfg.shots, 20000, g)
     else:
         stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, cfg.latent_channels).fit(torch.cat(list(latents.values())))
     model = PrototypeScore(net, sde, stats, centred=cfg.centred)
@@ -214,6 +215,8 @@ def _figures(out: Path, xt, recon, shown) -> None:
                 im = support[j, 0] if j < min(5, support.shape[0]) else (x[j - 5, 0] if 5 <= j < 5 + x.shape[0] else None)
                 if im is not None:
                     ax.imshow(im.numpy(), cmap="gray", vmin=0, vmax=1)
+                elif j > 0:
+                    ax.axis("off")   # fewer than 5 support images
             axes[r, 0].set_ylabel(f"{cname} K={support.shape[0]}", fontsize=7)
         axes[0, 0].set_title("support", fontsize=8)
         axes[0, 5].set_title("generated", fontsize=8)
@@ -256,11 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drop-prototype", type=float, default=None, help="train with the null prototype this often")
     p.add_argument("--guidances", type=float, nargs="+", default=None, help="guidance weights to evaluate")
     p.add_argument("--residual-scales", type=float, nargs="+", default=None, help="residual weights to evaluate")
+    p.add_argument("--statistics-shots", type=int, nargs="+", default=None,
+                   help="fit the centred Gaussian part's statistics over these K (default: the training shots)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = SNOMnist2Config()
     for key, v in (("drop_prototype", a.drop_prototype), ("guidances", a.guidances),
-                   ("residual_scales", a.residual_scales)):
+                   ("residual_scales", a.residual_scales), ("statistics_shots", a.statistics_shots)):
         if v is not None:
             cfg = dataclasses.replace(cfg, **{key: tuple(v) if isinstance(v, list) else v})
     if a.quick:

@@ -43,8 +43,11 @@ class KMEBaseScore:
     u : ``(B, 1, N1, N2)`` kernel mean embeddings on ``kme.grid`` (exact or empirical).
     kme : the embedding ``u`` was made with (box origin, bandwidth ``h``, 2-D grid).
     pad : zero-padding factor of the box before the Fourier series is taken (>= 1).
-    clip : largest norm of ``eta_base`` at a point (the noise ``z`` it predicts is ``N(0, I)``;
-        far in the tails the series' ratio ``grad p / p`` is noise and is cut here).
+    clip : largest norm of ``eta_base`` at a point (the noise ``z`` it predicts is ``N(0, I)``).
+
+    Far in the tails, where the series' density falls below ``1e-9`` of ``u``'s peak and its ratio
+    ``grad p / p`` is rounding noise, the base is the score of the Gaussian with ``u``'s mean and
+    (deconvolved, isotropic) variance instead: it points back to the mass.
     """
 
     def __init__(self, u: torch.Tensor, kme: KernelMeanEmbedding, pad: int = 4, clip: float = 6.0):
@@ -70,6 +73,13 @@ class KMEBaseScore:
         self.batch_size = u.shape[0]
         # the series' floor: below this the density is indistinguishable from the rounding of the sum
         self.floor = 1e-9 * float(u.abs().amax()) if u.numel() else 0.0
+        # moments of the law u encodes, for the tails: mean (B, 2) and isotropic variance (B,)
+        r = kme.points(torch.float64).to(u.device)                          # (M, 2)
+        w = u[:, 0].reshape(u.shape[0], -1).to(torch.float64).clamp(min=0)
+        w = w / w.sum(-1, keepdim=True).clamp(min=1e-300)
+        self.mean = w @ r
+        spread = (w * ((r[None] - self.mean[:, None]) ** 2).sum(-1)).sum(-1) / 2
+        self.var = (spread - self.h2).clamp(min=self.h2)
 
     def eta(self, x: torch.Tensor, t: torch.Tensor, sde: SDE, t_fade: tuple[float, float]) -> torch.Tensor:
         """``fade(t) * eta_base`` at ``x (B, P, 2)``, ``t (B, P)`` -> ``(B, P, 2)`` in ``x``'s dtype (0 where faded)."""
@@ -97,8 +107,11 @@ class KMEBaseScore:
         d1 = (((1j * w1 * a) @ coef) * b).sum(-1).real
         ok = p > self.floor
         grad_log = torch.stack([d1, d2], -1) / p.clamp(min=self.floor)[..., None] / m[..., None]   # grad_x log p_t
-        eta = -s[..., None] * grad_log
+        mean = self.mean[:, None] if self.batch_size == x.shape[0] else self.mean[:1, None]
+        var = (self.var[:, None] if self.batch_size == x.shape[0] else self.var[:1, None]) * m**2 + s**2
+        tail = -(x.to(torch.float64) - m[..., None] * mean) / var[..., None]   # the Gaussian of u's moments
+        eta = -s[..., None] * torch.where(ok[..., None], grad_log, tail)
         norm = eta.norm(dim=-1, keepdim=True)
         eta = eta * (self.clip / norm.clamp(min=self.clip))                  # cut to |eta| <= clip
-        eta = torch.where(ok[..., None] & live[..., None], eta, torch.zeros_like(eta))
+        eta = torch.where(live[..., None], eta, torch.zeros_like(eta))
         return (fade[..., None] * eta).to(x.dtype)

@@ -122,3 +122,17 @@ def test_hybrid_errors_are_clear():
         ScoreNeuralOperator(encoder="none", base={"t_fade": [0.3, 0.45]})
     with pytest.raises(ValueError, match="2-D embeddings"):
         KMEBaseScore(torch.zeros(1, 1, 8), KernelMeanEmbedding(fd.Grid((8,), 5.0), (0.0,), 0.1))
+
+
+def test_far_in_the_tails_the_base_points_back_to_the_mass():
+    """Where the series' density is rounding noise, the base is the score of u's moment Gaussian (not zero)."""
+    fam, kme = _setup()
+    mix = fam.mixture(fam.test_combinations[0])
+    base = KMEBaseScore(kme.exact_gmm(mix, torch.float64), kme, pad=4, clip=1e9)
+    far = torch.tensor([[[2.4, -2.4], [-2.4, 2.4]]], dtype=torch.float64)   # ~8 blurred stds from every component
+    t = torch.full((1, 2), 0.1, dtype=torch.float64)
+    eta = base.eta(far, t, SDE, NEVER)[0]
+    m = SDE.mean_scale(t[0])[:, None]
+    outward = far[0] - m * mix.mean()
+    assert (eta.norm(dim=-1) > 1).all() and ((eta * outward).sum(-1) > 0).all()   # eta = -s * score points outward
+    torch.testing.assert_close(base.mean[0], mix.mean(), atol=1e-6, rtol=0)
