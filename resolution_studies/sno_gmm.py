@@ -8,10 +8,12 @@ how the score error and the MMD of generated samples depend on the number n of s
 encoding is built from (n = 1 .. 1024, the few-shot curve); and that the score error does not
 depend on the encoding grid (16², 32², 64²; the model is trained at 32²).
 
-Defaults: lattice 3x3, spacing 1, 3 components of std 0.15, kernel bandwidth 0.2, box [-2.5, 2.5)²,
-VP SDE beta 0.1..20, 2000 Adam steps for every model, 1000 generated samples (200 EM steps),
-score errors on 20 times in [0.05, 1] with 1024 points each.
-Runtime: ~10 min on one CPU thread (see ``timings`` in results.json for the measured figure).
+The reported run is ``--config configs/sno_gmm.toml``: a **hybrid** SNO (the closed-form score of the
+kernel mean embedding, :mod:`fsdiff.sno.base_score`, plus a learned gate and residual), kernel bandwidth
+0.1 on a 32² grid, box [-2.5, 2.5)², VP SDE beta 0.1..20, 6000 SNO steps, 2000 per-distribution steps,
+2000 generated samples per model (200 EM steps) and a 10000-sample comparison, score errors on 20 times
+in [0.05, 1] with 1024 points each. Runtime: ~40 min on one CPU thread (``timings`` in results.json).
+Without ``--config`` the dataclass defaults apply (a plain SNO, bandwidth 0.2).
 
 Run: ``python resolution_studies/sno_gmm.py [--config configs/sno_gmm.toml] [--out DIR] [--quick]``;
 writes ``resolution_studies/results/sno_gmm/{summary.md, results.json, score_error_vs_t.nc,
@@ -254,6 +256,9 @@ def run_sno_gmm_study(cfg: SNOGMMStudyConfig, out_dir: str | Path, log: Callable
         "sw2_ratio_vs_upper": {"value": ratio_sw, "target": "<= 1.3", "met": bool(ratio_sw <= 1.3)},
         "score_error_change_32_to_64": {"value": res_change, "target": "< 0.05", "met": bool(res_change < 0.05)},
     }
+    if precise_mean:   # the same ratio where the estimator's floor is lower (n_precise samples)
+        r_big = precise_mean["sno_exact_sw2"] / max(precise_mean["per_distribution_sw2"], 1e-12)
+        targets["sw2_ratio_vs_upper_large_n"] = {"value": r_big, "target": "<= 1.3", "met": bool(r_big <= 1.3)}
     timings["total_s"] = time.perf_counter() - t_start
     results = {
         "config": dataclasses.asdict(cfg), "train_combinations": train_c, "unseen_combinations": test_c,
@@ -418,6 +423,10 @@ def _summary(out: Path, r: dict) -> None:
         f"floor {r['sw2_unseen']['true_vs_true']:.4f}) | {t['sw2_ratio_vs_upper']['value']:.2f} "
         f"({r['sw2_unseen']['sno_exact']:.4f} / {r['sw2_unseen']['per_distribution']:.4f}) | <= 1.3 "
         f"| {yes[t['sw2_ratio_vs_upper']['met']]} |",
+    ] + ([f"| the same at n = {r['precise']['n']} (floor {r['precise']['mean']['floor_sw2']:.4f}) | "
+          f"{t['sw2_ratio_vs_upper_large_n']['value']:.2f} ({r['precise']['mean']['sno_exact_sw2']:.4f} / "
+          f"{r['precise']['mean']['per_distribution_sw2']:.4f}) | <= 1.3 | {yes[t['sw2_ratio_vs_upper_large_n']['met']]} |"]
+         if "sw2_ratio_vs_upper_large_n" in t else []) + [
         f"| score error change 32² -> 64² encoding | {100 * t['score_error_change_32_to_64']['value']:.2f}% "
         f"| < 5% | {yes[t['score_error_change_32_to_64']['met']]} |",
         "",
