@@ -71,6 +71,7 @@ class SNOMnist2Config:
     residual_scales: tuple[float, ...] = (1.0, 0.5, 0.0)   # weights of the learned residual evaluated (0: Gaussian part)
     drop_prototype: float = 0.0    # train with the null prototype this often (classifier-free guidance)
     guidances: tuple[float, ...] = (1.0,)   # guidance weights evaluated (with each residual weight)
+    prototype_noise: float = 0.0            # conditioning augmentation of training prototypes (LatentSNOConfig)
     statistics_shots: tuple[int, ...] = ()  # K values the centred Gaussian part's statistics are fitted over (default: shots)
     seed: int = 0
 
@@ -92,7 +93,7 @@ def train_few_shot_sno(cfg: SNOMnist2Config, ae: LatentAutoencoder, train: Doubl
         stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, cfg.latent_channels).fit(torch.cat(list(latents.values())))
     model = PrototypeScore(net, sde, stats, centred=cfg.centred)
     scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond",
-                           drop_prototype=cfg.drop_prototype)
+                           drop_prototype=cfg.drop_prototype, prototype_noise=cfg.prototype_noise)
     sno, losses = train_latent_sno(model, sde, latents, train.classes, scfg, g, log=log)
     return sno, sde, losses
 
@@ -259,13 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drop-prototype", type=float, default=None, help="train with the null prototype this often")
     p.add_argument("--guidances", type=float, nargs="+", default=None, help="guidance weights to evaluate")
     p.add_argument("--residual-scales", type=float, nargs="+", default=None, help="residual weights to evaluate")
+    p.add_argument("--prototype-noise", type=float, default=None,
+                   help="add N(0, (a std / sqrt(K))^2) to training prototypes (conditioning augmentation)")
     p.add_argument("--statistics-shots", type=int, nargs="+", default=None,
                    help="fit the centred Gaussian part's statistics over these K (default: the training shots)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = SNOMnist2Config()
     for key, v in (("drop_prototype", a.drop_prototype), ("guidances", a.guidances),
-                   ("residual_scales", a.residual_scales), ("statistics_shots", a.statistics_shots)):
+                   ("residual_scales", a.residual_scales), ("statistics_shots", a.statistics_shots),
+                   ("prototype_noise", a.prototype_noise)):
         if v is not None:
             cfg = dataclasses.replace(cfg, **{key: tuple(v) if isinstance(v, list) else v})
     if a.quick:

@@ -134,6 +134,7 @@ class LatentSNOConfig:
     eps: float = 1e-3
     weighting: str = "none"   # "precond" for a PrototypeScore (the preconditioner's loss weight)
     drop_prototype: float = 0.0   # fraction of elements trained with the null (zero) prototype, for guidance
+    prototype_noise: float = 0.0  # conditioning augmentation: N(0, (a std_class / sqrt(K))^2) added to training prototypes
 
 
 def _draw_batch(latents: dict[int, torch.Tensor], classes: Sequence[int], cfg: LatentSNOConfig,
@@ -145,7 +146,10 @@ def _draw_batch(latents: dict[int, torch.Tensor], classes: Sequence[int], cfg: L
         pool = latents[c]
         idx = torch.randperm(pool.shape[0], generator=g)[: k + 1]
         x0.append(pool[idx[0]])
-        cond.append(prototype(pool[idx[1:]]))
+        p = prototype(pool[idx[1:]])
+        if cfg.prototype_noise > 0:  # blur what a K-shot prototype tells of its own supports
+            p = p + (cfg.prototype_noise * float(pool.std()) / math.sqrt(k)) * torch.randn(p.shape, generator=g)
+        cond.append(p)
     x0, cond = torch.stack(x0), torch.stack(cond)
     if cfg.drop_prototype > 0:  # the null prototype (zeros) teaches the unconditional score used by guidance
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.drop_prototype

@@ -262,3 +262,17 @@ def test_guidance_interval_guides_only_inside_it(tmp_path):
     assert not torch.allclose(partial, plain) and not torch.allclose(partial, guided)
     assert recommended_guidance_interval({}) is None
     assert recommended_guidance_interval({"sampling": {"guidance_interval": [0.2, 0.7]}}) == (0.2, 0.7)
+
+
+def test_prototype_noise_blurs_training_prototypes_by_one_over_root_k():
+    from fsdiff.sno.latent import _draw_batch
+
+    g = torch.Generator().manual_seed(0)
+    latents = {3: torch.randn(60, 2, *LATENT_GRID.shape, generator=g), 7: torch.randn(60, 2, *LATENT_GRID.shape, generator=g)}
+    for k in (1, 4):
+        clean = LatentSNOConfig(batch_size=256, shots=(k,))
+        noisy = LatentSNOConfig(batch_size=256, shots=(k,), prototype_noise=0.5)
+        _, c0 = _draw_batch(latents, [3, 7], clean, torch.Generator().manual_seed(1))
+        _, c1 = _draw_batch(latents, [3, 7], noisy, torch.Generator().manual_seed(1))
+        # unit-variance latents: a K-shot prototype has variance 1/K, plus (0.5)^2/K of added noise
+        assert abs(float(c0.var()) * k - 1.0) < 0.05 and abs(float(c1.var()) * k - 1.25) < 0.06, (k, c0.var(), c1.var())
