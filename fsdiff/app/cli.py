@@ -218,8 +218,6 @@ def _download_if_asked(args: argparse.Namespace, kinds: list[str]) -> None:
     """``--download``: fetch the MNIST-type files the run needs into the data root (default ~/.cache/fsdiff/data)."""
     if not getattr(args, "download", False) or not kinds:
         return
-    import os
-
     from ..data.mnist import DATA_ENV_VAR, download_mnist
 
     root = Path(os.environ.get(DATA_ENV_VAR) or Path("~/.cache/fsdiff/data").expanduser())
