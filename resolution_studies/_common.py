@@ -170,3 +170,21 @@ def write_summary(out: Path, text: str) -> None:
     if reading.exists():
         text = text.rstrip("\n") + "\n\n" + reading.read_text()
     write_text(Path(out) / "summary.md", text)
+
+
+def checkpoint_study_main(doc: str, run, default_out: Path, argv: list[str] | None = None) -> int:
+    """The command line of a study that evaluates a few-shot checkpoint: ``--checkpoint``, ``--out``, ``--quick``,
+    ``--threads``; calls ``run(checkpoint, out, quick, log)``."""
+    import argparse
+
+    from fsdiff._paths import PRETRAINED_DIR
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, default=PRETRAINED_DIR / "sno_double_digits.pt")
+    p.add_argument("--out", type=Path, default=default_out)
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (not the reported numbers)")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    run(a.checkpoint, a.out, a.quick, log=lambda s: print(s, flush=True))
+    return 0

@@ -19,7 +19,6 @@ Run: ``FSDIFF_DATA_DIR=../shared/data python resolution_studies/sno_mnist2_basel
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fsdiff._paths import PRETRAINED_DIR
 from fsdiff.data import CLASS_NAMES, DOUBLE_GRID, DoubleDigits
 from fsdiff.eval.classifier import load_or_train_classifier
 from fsdiff.eval.quality import CLASSIFIER_DIR
@@ -38,7 +36,7 @@ from fsdiff.sno.latent import (LATENT_GRID, LatentSNOConfig, build_prototype_sco
                                train_latent_sno)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import few_shot_metrics, write_summary  # noqa: E402
+from _common import checkpoint_study_main, few_shot_metrics, write_summary  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_baselines"
 
@@ -190,15 +188,7 @@ def _summary(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, default=PRETRAINED_DIR / "sno_double_digits.pt")
-    p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (not the reported numbers)")
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    run(a.checkpoint, a.out, a.quick, log=lambda s: print(s, flush=True))
-    return 0
+    return checkpoint_study_main(__doc__, run, OUT, argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ validation.png, test_samples.png}``. ``summary.md`` is the generated tables foll
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import sys
@@ -33,7 +32,6 @@ from pathlib import Path
 
 import torch
 
-from fsdiff._paths import PRETRAINED_DIR
 from fsdiff.data import CLASS_NAMES, DOUBLE_GRID, DoubleDigits
 from fsdiff.data.double_digits import held_out_classes
 from fsdiff.eval.classifier import load_or_train_classifier
@@ -43,7 +41,7 @@ from fsdiff.plotting import save_figure
 from fsdiff.sno.latent import few_shot_sample, load_few_shot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import few_shot_metrics, write_summary  # noqa: E402
+from _common import checkpoint_study_main, few_shot_metrics, write_summary  # noqa: E402
 from sno_mnist2 import SNOMnist2Config, train_few_shot_sno  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_guidance"
@@ -208,15 +206,7 @@ def _summary(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, default=PRETRAINED_DIR / "sno_double_digits.pt")
-    p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (not the reported numbers)")
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    run(a.checkpoint, a.out, a.quick, log=lambda s: print(s, flush=True))
-    return 0
+    return checkpoint_study_main(__doc__, run, OUT, argv)
 
 
 if __name__ == "__main__":

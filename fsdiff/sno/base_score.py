@@ -100,16 +100,14 @@ class KMEBaseScore:
         # separable series: exp(-e|w|²/2 + i w.y) = a(w1) b(w2)
         a = torch.exp(-0.5 * w1**2 * extra[..., None] + 1j * w1 * y[..., 0, None])   # (B, P, P1)
         b = torch.exp(-0.5 * w2**2 * extra[..., None] + 1j * w2 * y[..., 1, None])   # (B, P, P2)
-        coef = self.coef.expand(x.shape[0], *self.coef.shape[1:]) if self.batch_size == 1 else self.coef
-        A = a @ coef                                                        # (B, P, P2)
+        A = a @ self.coef                                                   # (B, P, P2); one u broadcasts
         p = (A * b).sum(-1).real
         d2 = (A * (1j * w2 * b)).sum(-1).real
-        d1 = (((1j * w1 * a) @ coef) * b).sum(-1).real
+        d1 = (((1j * w1 * a) @ self.coef) * b).sum(-1).real
         ok = p > self.floor
         grad_log = torch.stack([d1, d2], -1) / p.clamp(min=self.floor)[..., None] / m[..., None]   # grad_x log p_t
-        mean = self.mean[:, None] if self.batch_size == x.shape[0] else self.mean[:1, None]
-        var = (self.var[:, None] if self.batch_size == x.shape[0] else self.var[:1, None]) * m**2 + s**2
-        tail = -(x.to(torch.float64) - m[..., None] * mean) / var[..., None]   # the Gaussian of u's moments
+        var = self.var[:, None] * m**2 + s**2
+        tail = -(x.to(torch.float64) - m[..., None] * self.mean[:, None]) / var[..., None]   # the Gaussian of u's moments
         eta = -s[..., None] * torch.where(ok[..., None], grad_log, tail)
         norm = eta.norm(dim=-1, keepdim=True)
         eta = eta * (self.clip / norm.clamp(min=self.clip))                  # cut to |eta| <= clip
