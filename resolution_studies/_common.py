@@ -172,9 +172,11 @@ def write_summary(out: Path, text: str) -> None:
     write_text(Path(out) / "summary.md", text)
 
 
-def checkpoint_study_main(doc: str, run, default_out: Path, argv: list[str] | None = None) -> int:
+def checkpoint_study_main(doc: str, run, default_out: Path, argv: list[str] | None = None,
+                          work_dir: str | None = None) -> int:
     """The command line of a study that evaluates a few-shot checkpoint: ``--checkpoint``, ``--out``, ``--quick``,
-    ``--threads``; calls ``run(checkpoint, out, quick, log)``."""
+    ``--threads``; calls ``run(checkpoint, out, quick, log)``. With ``work_dir`` (a study name) also
+    ``--work-dir`` (default ``$TMPDIR/fsdiff-studies/<work_dir>``, not committed), passed as ``run(..., work_dir=)``."""
     import argparse
 
     from fsdiff._paths import PRETRAINED_DIR
@@ -184,7 +186,11 @@ def checkpoint_study_main(doc: str, run, default_out: Path, argv: list[str] | No
     p.add_argument("--out", type=Path, default=default_out)
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (not the reported numbers)")
     p.add_argument("--threads", type=int, default=1)
+    if work_dir is not None:
+        p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "fsdiff-studies" / work_dir,
+                       help="where intermediate models go (reused when their settings match); not committed")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    run(a.checkpoint, a.out, a.quick, log=lambda s: print(s, flush=True))
+    kw = {} if work_dir is None else {"work_dir": None if a.quick else a.work_dir}
+    run(a.checkpoint, a.out, a.quick, log=lambda s: print(s, flush=True), **kw)
     return 0

@@ -41,7 +41,8 @@ from fsdiff.eval.quality import CLASSIFIER_DIR
 from fsdiff.io import save_checkpoint, write_json
 from fsdiff.plotting import save_figure
 from fsdiff.data.statistics import SpectralStatistics
-from fsdiff.sno.latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, PrototypeScore, encode_by_class,
+from fsdiff.sno.augment import SupportAugmentation
+from fsdiff.sno.latent import (augmented_latents, LATENT_GRID, LatentAutoencoder, LatentSNOConfig, PrototypeScore, encode_by_class,
                                few_shot_sample, residual_statistics, save_few_shot, train_autoencoder,
                                train_latent_sno)
 
@@ -73,6 +74,8 @@ class SNOMnist2Config:
     guidances: tuple[float, ...] = (1.0,)   # guidance weights evaluated (with each residual weight)
     prototype_noise: float = 0.0            # conditioning augmentation of training prototypes (LatentSNOConfig)
     statistics_shots: tuple[int, ...] = ()  # K values the centred Gaussian part's statistics are fitted over (default: shots)
+    support_augmentation: float = 0.0       # train on prototypes of deformed supports (SupportAugmentation strength; 0: off)
+    augmented_copies: int = 4               # deformed copies of each bank image
     seed: int = 0
 
 
@@ -94,7 +97,11 @@ def train_few_shot_sno(cfg: SNOMnist2Config, ae: LatentAutoencoder, train: Doubl
     model = PrototypeScore(net, sde, stats, centred=cfg.centred)
     scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond",
                            drop_prototype=cfg.drop_prototype, prototype_noise=cfg.prototype_noise)
-    sno, losses = train_latent_sno(model, sde, latents, train.classes, scfg, g, log=log)
+    support_latents = None
+    if cfg.support_augmentation > 0:
+        support_latents = augmented_latents(ae, imgs, labels, SupportAugmentation(strength=cfg.support_augmentation),
+                                            cfg.augmented_copies, g)
+    sno, losses = train_latent_sno(model, sde, latents, train.classes, scfg, g, log=log, support_latents=support_latents)
     return sno, sde, losses
 
 
@@ -262,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--residual-scales", type=float, nargs="+", default=None, help="residual weights to evaluate")
     p.add_argument("--prototype-noise", type=float, default=None,
                    help="add N(0, (a std / sqrt(K))^2) to training prototypes (conditioning augmentation)")
+    p.add_argument("--support-augmentation", type=float, default=None,
+                   help="train on prototypes of randomly deformed support images (SupportAugmentation strength)")
     p.add_argument("--statistics-shots", type=int, nargs="+", default=None,
                    help="fit the centred Gaussian part's statistics over these K (default: the training shots)")
     a = p.parse_args(argv)
@@ -269,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SNOMnist2Config()
     for key, v in (("drop_prototype", a.drop_prototype), ("guidances", a.guidances),
                    ("residual_scales", a.residual_scales), ("statistics_shots", a.statistics_shots),
-                   ("prototype_noise", a.prototype_noise)):
+                   ("prototype_noise", a.prototype_noise), ("support_augmentation", a.support_augmentation)):
         if v is not None:
             cfg = dataclasses.replace(cfg, **{key: tuple(v) if isinstance(v, list) else v})
     if a.quick:

@@ -177,21 +177,27 @@ def _cmd_sno_sample(args: argparse.Namespace) -> int:
     from ..data import DOUBLE_GRID
     from ..grid import to_dataarray
     from ..io import write_netcdf
-    from ..sno.latent import few_shot_sample, load_few_shot, recommended_guidance, recommended_guidance_interval
+    from ..sno.augment import SupportAugmentation
+    from ..sno.latent import (few_shot_sample, load_few_shot, recommended_augmentation, recommended_guidance,
+                              recommended_guidance_interval)
     from .condition import read_images
 
     out = _netcdf_output(args)
     ae, sno, sde, config = load_few_shot(args.run, with_config=True)
     guidance = recommended_guidance(config) if args.guidance is None else args.guidance
     interval = recommended_guidance_interval(config) if args.guidance_interval is None else tuple(args.guidance_interval)
+    augment = recommended_augmentation(config) if args.augment is None else SupportAugmentation(strength=args.augment)
     support = read_images(args.support, DOUBLE_GRID.shape)
     x = few_shot_sample(sno, ae, sde, support, args.n, generator=torch.Generator().manual_seed(args.seed),
-                        steps=args.steps, guidance=guidance, guidance_interval=interval)
+                        steps=args.steps, guidance=guidance, guidance_interval=interval,
+                        augment=None if augment is None or augment.strength == 0 else augment)
     grid = DOUBLE_GRID
     write_netcdf(out, to_dataarray(x, grid, "samples", {"checkpoint": str(args.run), "shots": support.shape[0],
                                                         "steps": args.steps, "seed": args.seed,
                                                         "guidance": guidance,
-                                                        "guidance_interval": list(interval or (0.0, 1.0))}).to_dataset())
+                                                        "guidance_interval": list(interval or (0.0, 1.0)),
+                                                        "support_augmentation": 0.0 if augment is None
+                                                        else augment.strength}).to_dataset())
     from ..plotting import field_panels, save_figure
 
     k = min(args.n, 8)
@@ -340,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("T_LO", "T_HI"),
                    help="guide only at diffusion times in [T_LO, T_HI] (default: the checkpoint's recommendation; "
                         "0 1 guides at every time)")
+    f.add_argument("--augment", type=float, default=None, metavar="STRENGTH",
+                   help="condition each image on its own randomly deformed copy of the supports (SupportAugmentation "
+                        "strength; 0: off; default: the checkpoint's recommendation)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", default="sno_samples.nc", help="netCDF path; a PNG (support, generated) goes beside it")
     f.set_defaults(func=_cmd_sno_sample)

@@ -6,17 +6,19 @@
 * :mod:`~fsdiff.sno.base_score` -- the score an embedding determines in closed form (the hybrid SNO's base);
 * :mod:`~fsdiff.sno.gmm` -- families of 2-D Gaussian mixtures with exact scores at every time;
 * :mod:`~fsdiff.sno.training` -- conditional DSM, point scores for sampling, score errors;
+* :mod:`~fsdiff.sno.augment` -- random deformations of support images (few-shot support augmentation);
 * :mod:`~fsdiff.sno.latent` -- the image task: a latent-function autoencoder of double digits,
   prototype encodings, a conditioned latent score operator and few-shot sampling.
 
 The study drivers are ``resolution_studies/sno_gmm.py`` and ``resolution_studies/sno_mnist2.py``.
 """
 
+from .augment import SupportAugmentation
 from .base_score import KMEBaseScore, fade_weight
 from .embedding import KernelMeanEmbedding, prototype_encoding
 from .gmm import GaussianMixture, GMMFamily
-from .latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, build_autoencoder, encode_by_class, few_shot_sample,
-                     load_few_shot, prototype, recommended_guidance, recommended_guidance_interval, sample_images, save_few_shot,
+from .latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, augmented_latents, build_autoencoder, encode_by_class, few_shot_sample,
+                     load_few_shot, prototype, recommended_augmentation, recommended_guidance, recommended_guidance_interval, sample_images, save_few_shot,
                      train_autoencoder, train_latent_sno)
 from .model import ScoreNeuralOperator, build_sno
 from .training import (SNOTrainConfig, draw_encodings, generate, relative_score_error, sno_dsm_loss, sno_point_score,
@@ -28,5 +30,5 @@ __all__ = [
     "train_point_model", "train_sno",
     "LATENT_GRID", "LatentAutoencoder", "LatentSNOConfig", "build_autoencoder", "encode_by_class", "few_shot_sample",
     "prototype", "train_autoencoder", "train_latent_sno", "save_few_shot", "load_few_shot", "recommended_guidance", "recommended_guidance_interval",
-    "sample_images",
+    "recommended_augmentation", "augmented_latents", "sample_images", "SupportAugmentation",
 ]

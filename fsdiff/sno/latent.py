@@ -30,11 +30,12 @@ from ..losses import dsm_loss
 from ..sampling import sample
 from ..sde import SDE
 from ..training.fit import fit
+from .augment import SupportAugmentation
 from .embedding import prototype_encoding
 
 __all__ = ["LATENT_GRID", "LatentAutoencoder", "build_autoencoder", "train_autoencoder", "prototype",
            "LatentSNOConfig", "train_latent_sno", "few_shot_sample", "sample_images", "encode_by_class", "save_few_shot", "load_few_shot",
-           "recommended_guidance", "PrototypeScore", "build_prototype_score", "residual_statistics"]
+           "recommended_guidance", "recommended_augmentation", "augmented_latents", "PrototypeScore", "build_prototype_score", "residual_statistics"]
 
 #: the latent grid: 7 x 14 points on the image domain [0, 1) x [0, 2)
 LATENT_GRID = Grid((7, 14), (1.0, 2.0))
@@ -119,6 +120,17 @@ def encode_by_class(ae: LatentAutoencoder, images: torch.Tensor, labels: torch.T
     return {int(c): z[labels == c] for c in labels.unique().tolist()}
 
 
+@torch.no_grad()
+def augmented_latents(ae: LatentAutoencoder, images: torch.Tensor, labels: torch.Tensor, augment: SupportAugmentation,
+                      copies: int, generator: torch.Generator, batch: int = 512) -> dict[int, torch.Tensor]:
+    """Latents of ``copies`` random deformations of each image, grouped by class as :func:`encode_by_class`:
+    ``{class: (copies, n_c, C, 7, 14)}``, copy ``d`` of the class's ``i``-th image at ``[d, i]``."""
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise ValueError(f"copies must be a positive integer; got {copies!r}")
+    banks = [encode_by_class(ae, augment(images, generator), labels, batch) for _ in range(copies)]
+    return {c: torch.stack([b[c] for b in banks]) for c in banks[0]}
+
+
 @dataclass(frozen=True)
 class LatentSNOConfig:
     """Conditional DSM of the latent score operator: ``steps`` Adam steps of ``batch_size`` latents;
@@ -138,7 +150,8 @@ class LatentSNOConfig:
 
 
 def _draw_batch(latents: dict[int, torch.Tensor], classes: Sequence[int], cfg: LatentSNOConfig,
-                g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                g: torch.Generator, support_latents: dict[int, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     cls = torch.tensor(list(classes))[torch.randint(len(classes), (cfg.batch_size,), generator=g)].tolist()
     shots = torch.tensor(cfg.shots)[torch.randint(len(cfg.shots), (cfg.batch_size,), generator=g)].tolist()
     x0, cond = [], []
@@ -146,7 +159,12 @@ def _draw_batch(latents: dict[int, torch.Tensor], classes: Sequence[int], cfg: L
         pool = latents[c]
         idx = torch.randperm(pool.shape[0], generator=g)[: k + 1]
         x0.append(pool[idx[0]])
-        p = prototype(pool[idx[1:]])
+        if support_latents is None:
+            supports = pool[idx[1:]]
+        else:  # a random deformed copy of each support image
+            bank = support_latents[c]
+            supports = bank[torch.randint(bank.shape[0], (k,), generator=g), idx[1:]]
+        p = prototype(supports)
         if cfg.prototype_noise > 0:  # blur what a K-shot prototype tells of its own supports
             p = p + (cfg.prototype_noise * float(pool.std()) / math.sqrt(k)) * torch.randn(p.shape, generator=g)
         cond.append(p)
@@ -159,18 +177,28 @@ def _draw_batch(latents: dict[int, torch.Tensor], classes: Sequence[int], cfg: L
 
 def train_latent_sno(model: nn.Module, sde: SDE, latents: dict[int, torch.Tensor], classes: Sequence[int],
                      cfg: LatentSNOConfig, generator: torch.Generator, log=None, log_every: int = 500,
-                     draw: Callable[[torch.Generator], tuple[torch.Tensor, object]] | None = None):
+                     draw: Callable[[torch.Generator], tuple[torch.Tensor, object]] | None = None,
+                     support_latents: dict[int, torch.Tensor] | None = None):
     """Conditional DSM over ``classes`` (their latents by class); returns ``(ema model, losses)``.
 
+    ``support_latents`` (:func:`augmented_latents`, ``{class: (D, n_c, C, 7, 14)}``): prototypes average
+    randomly deformed copies of the support images, the targets stay undeformed (support augmentation:
+    the model learns that a support's slant, size and stroke need not be the class's).
     ``draw(generator) -> (x0 (B, C, 7, 14), cond)`` replaces the default batch (targets and their K-shot
     prototypes); ``model(x, t, grid, cond)`` receives ``cond`` as drawn (e.g. class labels for a baseline)."""
     if draw is None:
         short = [c for c in classes if latents[c].shape[0] < max(cfg.shots) + 1]
         if short:
             raise ValueError(f"classes {short} have fewer than {max(cfg.shots) + 1} latents (the largest K plus a target)")
+        if support_latents is not None:
+            bad = [c for c in classes if c not in support_latents or support_latents[c].ndim != latents[c].ndim + 1
+                   or support_latents[c].shape[1:] != latents[c].shape]
+            if bad:
+                raise ValueError(f"support_latents must hold (D, n_c, C, 7, 14) deformed copies of each class's latents "
+                                 f"(n_c, C, 7, 14); classes {bad} do not")
 
         def draw(g: torch.Generator):
-            return _draw_batch(latents, classes, cfg, g)
+            return _draw_batch(latents, classes, cfg, g, support_latents)
 
     class _Bound:  # the model with this batch's prototypes, and the preconditioner's loss weight if any
         def __init__(self, cond):
@@ -197,7 +225,8 @@ def train_latent_sno(model: nn.Module, sde: SDE, latents: dict[int, torch.Tensor
 def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: torch.Tensor, n: int,
                     generator: torch.Generator | None = None, steps: int = 24, sampler: str = "ode",
                     time_grid: str = "edm", residual_scale: float = 1.0, guidance: float = 1.0,
-                    guidance_interval: tuple[float, float] | None = None) -> torch.Tensor:
+                    guidance_interval: tuple[float, float] | None = None,
+                    augment: SupportAugmentation | None = None) -> torch.Tensor:
     """``n`` new images of the class of ``support (K, 1, 28, 56)``: ``(n, 1, 28, 56)`` decoded samples.
 
     ``residual_scale`` (a :class:`PrototypeScore` only): the weight of the learned residual.
@@ -205,7 +234,11 @@ def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: 
     null (zero) prototype, for a model trained with ``drop_prototype > 0``; 1 is plain conditioning.
     ``guidance_interval`` ``(t_lo, t_hi)``: guide only at diffusion times in that interval, plain
     conditioning elsewhere (guidance in a limited interval, Kynkaanniemi et al. 2024: the class is
-    fixed at the middle noise levels; at low noise guidance only narrows the samples)."""
+    fixed at the middle noise levels; at low noise guidance only narrows the samples).
+    ``augment``: each of the ``n`` images is conditioned on the prototype of its own randomly deformed
+    copy of the K supports (:class:`~fsdiff.sno.augment.SupportAugmentation`, drawn from ``generator``),
+    instead of all on the supports' one prototype: the samples then do not inherit the supports' slant,
+    size and stroke."""
     if support.ndim != 4 or support.shape[0] < 1 or tuple(support.shape[1:]) != (1, 28, 56):
         raise ValueError(f"support must be (K, 1, 28, 56) double-digit images with K >= 1; got {tuple(support.shape)}")
     if not math.isfinite(guidance) or guidance < 0:
@@ -214,10 +247,23 @@ def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: 
         lo, hi = (float(v) for v in guidance_interval)
         if not 0 <= lo < hi:
             raise ValueError(f"guidance_interval must be (t_lo, t_hi) with 0 <= t_lo < t_hi; got {guidance_interval!r}")
-    cond = prototype(ae.encode(support.float()))[None]
+    if augment is not None and not isinstance(augment, SupportAugmentation):
+        raise TypeError(f"augment must be a SupportAugmentation or None; got {type(augment).__name__}")
+    if augment is None:
+        cond = prototype(ae.encode(support.float()))[None]
+    else:
+        if generator is None:
+            raise ValueError("support augmentation draws its deformations from a generator; pass generator=")
+        k = support.shape[0]
+        deformed = augment(support.float().repeat(n, 1, 1, 1), generator)  # (n K, 1, 28, 56): sample i's copies
+        z = torch.cat([ae.encode(deformed[i:i + 512]) for i in range(0, n * k, 512)])
+        cond = prototype_encoding(z.reshape(n, k, -1)).reshape(n, *z.shape[1:])
     kw = {} if residual_scale == 1 else {"residual_scale": float(residual_scale)}
 
     def eta(x, t, g):
+        if cond.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"{cond.shape[0]} per-sample prototypes for a batch of {x.shape[0]} (augmented sampling "
+                             "evaluates the whole batch at once)")
         c = cond.expand(x.shape[0], *cond.shape[1:])
         e = model(x, t, g, c, **kw)
         if guidance == 1:
@@ -271,6 +317,13 @@ def recommended_guidance_interval(config: Mapping | None) -> tuple[float, float]
     (``sampling.guidance_interval``; None, guidance at every time, when absent)."""
     v = (config or {}).get("sampling", {}).get("guidance_interval")
     return None if v is None else (float(v[0]), float(v[1]))
+
+
+def recommended_augmentation(config: Mapping | None) -> SupportAugmentation | None:
+    """The support augmentation a few-shot checkpoint's ``config`` recommends (``sampling.support_augmentation``,
+    the fields of :class:`~fsdiff.sno.augment.SupportAugmentation`; None, no augmentation, when absent)."""
+    v = (config or {}).get("sampling", {}).get("support_augmentation")
+    return None if v is None else SupportAugmentation.from_dict(dict(v))
 
 
 def load_few_shot(path, with_config: bool = False):

@@ -145,6 +145,14 @@ def test_sno_sample_command(tmp_path, capsys):
     assert main(["sno-sample", str(ck), "--support", str(tmp_path / "s0.png"), "--n", "2", "--steps", "2",
                  "--guidance", "2", "--guidance-interval", "0.2", "0.7", "--out", str(out), "--quiet"]) == 0
     assert list(xr.open_dataset(out)["samples"].attrs["guidance_interval"]) == [0.2, 0.7]
+    assert xr.open_dataset(out)["samples"].attrs["support_augmentation"] == 0.0
+    assert main(["sno-sample", str(ck), "--support", str(tmp_path / "s0.png"), "--n", "2", "--steps", "2",
+                 "--augment", "0.5", "--out", str(out), "--quiet"]) == 0
+    assert xr.open_dataset(out)["samples"].attrs["support_augmentation"] == 0.5
+    capsys.readouterr()
+    assert main(["sno-sample", str(ck), "--support", str(tmp_path / "s0.png"), "--augment", "-1",
+                 "--out", str(tmp_path / "neg.nc")]) == 2
+    assert "strength must be" in capsys.readouterr().err and not (tmp_path / "neg.nc").exists()
     mpimg.imsave(tmp_path / "small.png", np.zeros((28, 28)), cmap="gray")
     capsys.readouterr()
     assert main(["sno-sample", str(ck), "--support", str(tmp_path / "small.png"), "--out", str(tmp_path / "x.nc")]) == 2
