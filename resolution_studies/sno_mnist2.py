@@ -244,6 +244,9 @@ def _summary(s: dict) -> str:
              "`residual` is the weight of the learned residual network on top of the Gaussian part centred on the "
              "prototype (1: the trained model; 0: the Gaussian part alone, no network).", "",
              "`guidance` w: classifier-free guidance with the null prototype (1: none).", "",
+             *([f"Support augmentation in training: prototypes average deformed copies of the support images "
+                f"(SupportAugmentation strength {c['support_augmentation']:g}, {c['augmented_copies']} copies per image); "
+                "sampling here is without augmentation.", ""] if c.get("support_augmentation") else []),
              "| residual | guidance | classes | K | both digits right | diversity (real) | nearest support: samples / real |",
              "|---|---|---|---|---|---|---|"]
     for key, r in s["few_shot"].items():
@@ -253,7 +256,7 @@ def _summary(s: dict) -> str:
                      f"| {r['nearest_support_samples']:.3f} / {r['nearest_support_real']:.3f} |")
     lines += ["", "Targets (issue 14): unseen K = 5 >= 0.70 both right, K = 1 >= 0.50; memorisation: samples no closer to the "
               "support than real images of the class.", "",
-              "Figures: `samples_seen.png`, `samples_unseen.png` (support | generated), `reconstructions.png`."]
+              "Figures: `samples_{seen,unseen}[_residualR][_guidanceW].png` (support | generated), `reconstructions.png`."]
     return "\n".join(lines) + "\n"
 
 
@@ -269,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--residual-scales", type=float, nargs="+", default=None, help="residual weights to evaluate")
     p.add_argument("--prototype-noise", type=float, default=None,
                    help="add N(0, (a std / sqrt(K))^2) to training prototypes (conditioning augmentation)")
+    p.add_argument("--uncentred", action="store_true",
+                   help="the Gaussian part is the whole latent bank's, not centred on the prototype (PrototypeScore(centred=False))")
     p.add_argument("--support-augmentation", type=float, default=None,
                    help="train on prototypes of randomly deformed support images (SupportAugmentation strength)")
     p.add_argument("--statistics-shots", type=int, nargs="+", default=None,
@@ -281,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                    ("prototype_noise", a.prototype_noise), ("support_augmentation", a.support_augmentation)):
         if v is not None:
             cfg = dataclasses.replace(cfg, **{key: tuple(v) if isinstance(v, list) else v})
+    if a.uncentred:
+        cfg = dataclasses.replace(cfg, centred=False)
     if a.quick:
         cfg = dataclasses.replace(cfg, ae_steps=20, bank_per_class=52, sno_steps=20, sno_width=8, sno_layers=1,
                                   eval_seen=2, n_generate=2, n_real=3, sample_steps=2)

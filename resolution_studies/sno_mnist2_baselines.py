@@ -7,7 +7,8 @@ null prototype so that guidance 0 is its unconditional branch), this study
   and number of steps: the prototype is replaced by a learned table ``embedding[label]`` of latent
   functions (one-hot times a matrix), initialised at each class's mean latent; seen classes only;
 * evaluates the **unconditional** latent model (the checkpoint at guidance 0: the null prototype);
-* evaluates the SNO itself at guidance 1 and at its recommended guidance, K = 1, 5, 50;
+* evaluates the SNO itself at guidance 1 and at its recommended sampling settings (guidance, and
+  support augmentation if the checkpoint recommends it), K = 1, 5, 50;
 * reports per class, averaged over classes: both digits right, diversity, the classifier Fréchet
   distance to held-out real images of the class (classifier logits of both halves, 20-D) next to
   its real-data floor (other real images of the class against the same reference), and, for the
@@ -32,7 +33,7 @@ from fsdiff.eval.quality import CLASSIFIER_DIR
 from fsdiff.io import write_json
 from fsdiff.plotting import save_figure
 from fsdiff.sno.latent import (LATENT_GRID, LatentSNOConfig, build_prototype_score, encode_by_class,
-                               few_shot_sample, load_few_shot, recommended_guidance, sample_images,
+                               few_shot_sample, load_few_shot, recommended_augmentation, recommended_guidance, sample_images,
                                train_latent_sno)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,10 +120,12 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
             floor_real = test.render(torch.full((n_gen,), c), DOUBLE_GRID, gt)
             for k in shots:
                 support = test.render(torch.full((k,), c), DOUBLE_GRID, gt)
-                for w in sorted({1.0, w_best}):
+                aug = recommended_augmentation(config, k)
+                for w, a in dict.fromkeys([(1.0, None), (w_best, aug)]):
                     x = few_shot_sample(sno, ae, sde, support, n_gen, generator=torch.Generator().manual_seed(c),
-                                        steps=sample_steps, guidance=w)
-                    measure(f"sno_w{w:g}_{name}_K{k}", c, x, real, floor_real, support)
+                                        steps=sample_steps, guidance=w, augment=a)
+                    tag = "" if a is None else f"_aug{a.strength:g}"
+                    measure(f"sno_w{w:g}{tag}_{name}_K{k}", c, x, real, floor_real, support)
             null = torch.zeros(1, ae.latent_channels, *LATENT_GRID.shape)
             x = sample_images(lambda xx, t, gg: sno(xx, t, gg, null.expand(xx.shape[0], -1, -1, -1)), sde, ae, n_gen,
                               torch.Generator().manual_seed(c), sample_steps)
@@ -134,7 +137,9 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
         log(f"evaluated {name} classes ({time.perf_counter() - t0:.0f} s)")
     agg = {k: {m: sum(r[m] for r in v) / len(v) for m in v[0] if m != "class"} | {"classes": len(v), "per_class": v}
            for k, v in rows.items()}
-    summary = {"checkpoint": str(checkpoint), "recommended_guidance": w_best, "one_hot_steps": steps,
+    summary = {"checkpoint": str(checkpoint), "recommended_guidance": w_best,
+               "recommended_augmentation": {k: getattr(recommended_augmentation(config, k), "strength", 0.0) for k in shots},
+               "one_hot_steps": steps,
                "one_hot_seconds": t_one_hot, "one_hot_final_loss": sum(losses[-100:]) / len(losses[-100:]),
                "n_generate": n_gen, "n_real": n_real, "sample_steps": sample_steps, "results": agg,
                "evaluation_s": time.perf_counter() - t0, "total_s": time.perf_counter() - t_all,
@@ -170,7 +175,9 @@ def _figure(out: Path, shown: dict) -> None:
 
 def _summary(s: dict) -> str:
     lines = ["# Double-digit baselines: one-hot class-conditional and unconditional, against the SNO", "",
-             f"Checkpoint `{Path(s['checkpoint']).name}` (recommended guidance {s['recommended_guidance']:g}). One-hot "
+             f"Checkpoint `{Path(s['checkpoint']).name}` (recommended guidance {s['recommended_guidance']:g}, support "
+             f"augmentation strength by K {s.get('recommended_augmentation', {})}; `_augA`: each sample conditioned on its "
+             "own deformed copy of the supports). One-hot "
              f"model: same architecture, statistics and SDE, {s['one_hot_steps']} steps ({s['one_hot_seconds']:.0f} s), "
              f"a learned latent function per seen class initialised at the class mean. {s['n_generate']} samples per "
              f"class, {s['n_real']} held-out real images as the reference, Heun PF-ODE {s['sample_steps']} steps. "

@@ -186,8 +186,9 @@ def _cmd_sno_sample(args: argparse.Namespace) -> int:
     ae, sno, sde, config = load_few_shot(args.run, with_config=True)
     guidance = recommended_guidance(config) if args.guidance is None else args.guidance
     interval = recommended_guidance_interval(config) if args.guidance_interval is None else tuple(args.guidance_interval)
-    augment = recommended_augmentation(config) if args.augment is None else SupportAugmentation(strength=args.augment)
     support = read_images(args.support, DOUBLE_GRID.shape)
+    augment = (recommended_augmentation(config, support.shape[0]) if args.augment is None
+               else SupportAugmentation(strength=args.augment))
     x = few_shot_sample(sno, ae, sde, support, args.n, generator=torch.Generator().manual_seed(args.seed),
                         steps=args.steps, guidance=guidance, guidance_interval=interval,
                         augment=None if augment is None or augment.strength == 0 else augment)
@@ -342,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=int, default=24, help="Heun PF-ODE steps (default 24)")
     f.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance weight w (1: none; default: the checkpoint's recommendation, "
-                        "5 for pretrained/sno_double_digits.pt)")
+                        "6 for pretrained/sno_double_digits.pt)")
     f.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("T_LO", "T_HI"),
                    help="guide only at diffusion times in [T_LO, T_HI] (default: the checkpoint's recommendation; "
                         "0 1 guides at every time)")

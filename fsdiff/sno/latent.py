@@ -319,11 +319,23 @@ def recommended_guidance_interval(config: Mapping | None) -> tuple[float, float]
     return None if v is None else (float(v[0]), float(v[1]))
 
 
-def recommended_augmentation(config: Mapping | None) -> SupportAugmentation | None:
-    """The support augmentation a few-shot checkpoint's ``config`` recommends (``sampling.support_augmentation``,
-    the fields of :class:`~fsdiff.sno.augment.SupportAugmentation`; None, no augmentation, when absent)."""
+def recommended_augmentation(config: Mapping | None, shots: int) -> SupportAugmentation | None:
+    """The support augmentation a few-shot checkpoint's ``config`` recommends for ``shots`` (K) support images.
+
+    ``sampling.support_augmentation`` is one dict of :class:`~fsdiff.sno.augment.SupportAugmentation`
+    fields, or a list of them, each with an optional ``max_shots``: the first entry with
+    ``K <= max_shots`` (or no ``max_shots``) applies. None (no augmentation) when nothing applies, the
+    key is absent or the strength is 0."""
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
+        raise ValueError(f"shots must be a positive integer (the number of support images); got {shots!r}")
     v = (config or {}).get("sampling", {}).get("support_augmentation")
-    return None if v is None else SupportAugmentation.from_dict(dict(v))
+    for entry in [] if v is None else [v] if isinstance(v, Mapping) else list(v):
+        entry = dict(entry)
+        limit = entry.pop("max_shots", None)
+        if limit is None or shots <= int(limit):
+            aug = SupportAugmentation.from_dict(entry)
+            return None if aug.strength == 0 else aug
+    return None
 
 
 def load_few_shot(path, with_config: bool = False):

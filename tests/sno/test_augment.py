@@ -107,8 +107,13 @@ def test_augmentation_settings_are_checked_and_round_trip():
     assert SupportAugmentation.from_dict(aug.to_dict()) == aug
     with pytest.raises(ValueError, match=r"\(N, 1, 28, 56\)"):
         aug(torch.rand(2, 1, 28, 28), torch.Generator())
-    assert recommended_augmentation({}) is None
-    assert recommended_augmentation({"sampling": {"support_augmentation": aug.to_dict()}}) == aug
+    assert recommended_augmentation({}, 1) is None
+    assert recommended_augmentation({"sampling": {"support_augmentation": aug.to_dict()}}, 50) == aug
+    by_shots = {"sampling": {"support_augmentation": [aug.to_dict() | {"max_shots": 4}, {"strength": 0.0}]}}
+    assert [recommended_augmentation(by_shots, k) for k in (1, 4, 5, 50)] == [aug, aug, None, None]
+    assert recommended_augmentation({"sampling": {"support_augmentation": [aug.to_dict() | {"max_shots": 1}]}}, 2) is None
+    with pytest.raises(ValueError, match="shots must be"):
+        recommended_augmentation(by_shots, 0)
 
 
 def test_augmented_training_and_sampling_condition_each_sample_on_its_own_deformed_support(tmp_path):

@@ -230,13 +230,16 @@ def test_centred_prototype_score_is_the_gaussian_around_the_prototype(tmp_path):
 
 def test_shipped_few_shot_model_loads_and_samples_with_its_guidance():
     from fsdiff._paths import PRETRAINED_DIR
-    from fsdiff.sno.latent import few_shot_sample, load_few_shot, recommended_guidance
+    from fsdiff.sno.latent import few_shot_sample, load_few_shot, recommended_augmentation, recommended_guidance
 
     path = PRETRAINED_DIR / "sno_double_digits.pt"
     ae, sno, sde, config = load_few_shot(path, with_config=True)
-    assert recommended_guidance(config) == 5.0   # chosen on validation classes (results/sno_mnist2_guidance)
+    # chosen on validation classes (results/sno_mnist2_guidance): w = 6, support augmentation 1.5 for K < 5 only
+    assert recommended_guidance(config) == 6.0
+    assert recommended_augmentation(config, 1).strength == 1.5 and recommended_augmentation(config, 5) is None
     support = torch.rand(1, 1, 28, 56, generator=torch.Generator().manual_seed(0))
-    x = few_shot_sample(sno, ae, sde, support, 2, generator=torch.Generator().manual_seed(1), steps=2, guidance=3.0)
+    x = few_shot_sample(sno, ae, sde, support, 2, generator=torch.Generator().manual_seed(1), steps=2, guidance=3.0,
+                        augment=recommended_augmentation(config, 1))
     assert x.shape == (2, 1, 28, 56) and torch.isfinite(x).all()
 
 
