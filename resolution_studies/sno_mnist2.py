@@ -237,12 +237,13 @@ def _summary(s: dict) -> str:
     lines = ["# Score Neural Operator on MNIST double digits (latent function space)", "",
              f"Autoencoder {c['ae_steps']} steps ({s['timings']['autoencoder_s']:.0f} s): latent {c['latent_channels']} x 7 x 14; "
              f"reconstruction RMSE {a['recon_rmse']:.3f}; both digits right on real test images {a['both_right_real']:.3f}, "
-             f"on their reconstructions {a['both_right_recon']:.3f}. Latent SNO (PrototypeScore: an FNO residual on the Gaussian part centred on the prototype) "
+             f"on their reconstructions {a['both_right_recon']:.3f}. Latent SNO (PrototypeScore: an FNO residual on the Gaussian part "
+             f"{'centred on the prototype' if c.get('centred', True) else 'of the whole latent bank (not centred)'}) "
              f"{c['sno_steps']} steps ({s['timings']['latent_sno_s']:.0f} s); sampler Heun PF-ODE, {c['sample_steps']} steps. "
              f"Unseen classes: {', '.join(s['held_out_classes'])}. Runtime {s['timings']['total_s']:.0f} s on "
              f"{s['torch_threads']} thread(s).", "",
-             "`residual` is the weight of the learned residual network on top of the Gaussian part centred on the "
-             "prototype (1: the trained model; 0: the Gaussian part alone, no network).", "",
+             "`residual` is the weight of the learned residual network on top of the Gaussian part "
+             "(1: the trained model; 0: the Gaussian part alone, no network).", "",
              "`guidance` w: classifier-free guidance with the null prototype (1: none).", "",
              *([f"Support augmentation in training: prototypes average deformed copies of the support images "
                 f"(SupportAugmentation strength {c['support_augmentation']:g}, {c['augmented_copies']} copies per image); "

@@ -3,10 +3,12 @@
 From one support image the latent SNO's prototype fixes the digits' slant, size, position and
 stroke, and the samples stay near that one image (the K = 1 memorisation of issue 14). A real
 image of the class differs from the support by just those nuisances. :class:`SupportAugmentation`
-draws them: each digit (each 28 x 28 half, independently) is rotated, sheared, scaled, shifted,
-and its strokes thickened or thinned. :func:`~fsdiff.sno.latent.few_shot_sample` then conditions
+draws them: each digit (each 28 x 28 half, independently) is rotated, sheared, scaled (shifted
+only if asked), and its strokes thickened or thinned. :func:`~fsdiff.sno.latent.few_shot_sample` then conditions
 every generated image on the prototype of its *own* deformed copy of the supports, so each sample
-starts from a plausible other writing of the same digits.
+starts from a plausible other writing of the same digits. The model should have seen deformed
+supports in training (:func:`~fsdiff.sno.latent.augmented_latents`); otherwise it turns them into
+messier digits (``resolution_studies/results/sno_mnist2_guidance_test_time_aug``).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def deform_digits(digits: torch.Tensor, rotation: torch.Tensor, shear: torch.Ten
     """Deform ``digits (M, 1, 28, 28)``, each about its centre of mass: ``(M, 1, 28, 28)``.
 
     The digit's points move by ``x' = R(rotation) S(shear) diag(scale) (x - c) + c + shift``
-    (``rotation (M,)`` radians counter-clockwise in ``(x right, y down)`` image axes, ``shear (M,)``,
+    (``rotation (M,)`` radians, positive turning the x axis (right) towards the y axis (down), i.e.
+    clockwise on screen; ``shear (M,)``,
     ``scale (M, 2)`` for ``(x, y)``, ``shift (M, 2)`` pixels), sampled bilinearly; then the strokes
     are blended towards their 3 x 3 dilation by ``thickness (M,)`` in [0, 1], or towards their erosion
     by ``-thickness``.
