@@ -5,7 +5,10 @@ null prototype so that guidance 0 is its unconditional branch), this study
 
 * trains a **one-hot class-conditional** latent model with the same architecture, statistics, SDE
   and number of steps: the prototype is replaced by a learned table ``embedding[label]`` of latent
-  functions (one-hot times a matrix), initialised at each class's mean latent; seen classes only;
+  functions (one-hot times a matrix), initialised at each class's mean latent; seen classes only.
+  Its label is dropped (the null, zero, conditioning) as often as the SNO's prototype was, so it is
+  evaluated both unguided (w = 1) and with the SNO's recommended guidance weight, the fair
+  comparison for a guided SNO;
 * evaluates the **unconditional** latent model (the checkpoint at guidance 0: the null prototype);
 * evaluates the SNO itself at guidance 1 and at its recommended sampling settings (guidance, and
   support augmentation if the checkpoint recommends it), K = 1, 5, 50;
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import checkpoint_study_main, few_shot_metrics, write_summary  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_baselines"
+NULL_LABEL = -1   # the one-hot model's null conditioning
 
 
 class OneHotScore(nn.Module):
@@ -52,7 +56,10 @@ class OneHotScore(nn.Module):
         self.embedding = nn.Parameter(torch.stack([class_means[c] for c in sorted(class_means)]).clone())
 
     def cond(self, labels: list[int]) -> torch.Tensor:
-        return self.embedding[torch.tensor([self.index[c] for c in labels])]
+        """``(B, C, 7, 14)``: each label's latent function; label ``NULL_LABEL`` is the null (zero) conditioning."""
+        rows = self.embedding[torch.tensor([self.index.get(c, 0) for c in labels])]
+        keep = torch.tensor([c != NULL_LABEL for c in labels], dtype=rows.dtype).view(-1, 1, 1, 1)
+        return rows * keep
 
     @property
     def pre(self):  # the preconditioner, whose loss weight conditional DSM uses
@@ -63,14 +70,16 @@ class OneHotScore(nn.Module):
 
 
 def train_one_hot(model: OneHotScore, sde, latents: dict[int, torch.Tensor], steps: int, batch: int,
-                  g: torch.Generator, log) -> tuple[OneHotScore, list[float]]:
-    """The latent SNO's conditional DSM (:func:`train_latent_sno`), with (target, label) batches."""
+                  g: torch.Generator, log, drop: float = 0.0) -> tuple[OneHotScore, list[float]]:
+    """The latent SNO's conditional DSM (:func:`train_latent_sno`), with (target, label) batches; a fraction
+    ``drop`` of the labels is replaced by ``NULL_LABEL`` (for classifier-free guidance)."""
     classes = sorted(latents)
 
     def draw(gen: torch.Generator):
         cls = [classes[i] for i in torch.randint(len(classes), (batch,), generator=gen).tolist()]
         x0 = torch.stack([latents[c][torch.randint(latents[c].shape[0], (1,), generator=gen)].squeeze(0) for c in cls])
-        return x0, cls
+        dropped = (torch.rand(batch, generator=gen) < drop).tolist()
+        return x0, [NULL_LABEL if d else c for c, d in zip(cls, dropped)]
 
     cfg = LatentSNOConfig(steps=steps, batch_size=batch, lr=2e-3, time_sampling="edm", weighting="precond")
     trained, losses = train_latent_sno(model, sde, latents, classes, cfg, g, log=log, log_every=1000, draw=draw)
@@ -98,7 +107,8 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
     t0 = time.perf_counter()
     base = build_prototype_score(sno.spec)  # the same architecture, fresh weights ...
     base.pre.statistics.load_state_dict(sno.pre.statistics.state_dict())  # ... and the same statistics
-    one_hot, losses = train_one_hot(OneHotScore(base, means), sde, latents, steps, 64, g, log)
+    drop = float(study.get("drop_prototype", 0.0))
+    one_hot, losses = train_one_hot(OneHotScore(base, means), sde, latents, steps, 64, g, log, drop=drop)
     t_one_hot = time.perf_counter() - t0
 
     seen = train.classes[:: max(1, len(train.classes) // 10)][:10]
@@ -131,15 +141,22 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
                               torch.Generator().manual_seed(c), sample_steps)
             measure(f"unconditional_{name}", c, x, real, floor_real, None)
             if name == "seen":
-                x = sample_images(lambda xx, t, gg: one_hot(xx, t, gg, [c] * xx.shape[0]), sde, ae, n_gen,
-                                  torch.Generator().manual_seed(c), sample_steps)
-                measure(f"one_hot_{name}", c, x, real, floor_real, None)
+                for w in sorted({1.0, w_best} if drop > 0 else {1.0}):
+                    def eta(xx, t, gg, w=w):
+                        e = one_hot(xx, t, gg, [c] * xx.shape[0])
+                        if w == 1:
+                            return e
+                        e0 = one_hot(xx, t, gg, [NULL_LABEL] * xx.shape[0])
+                        return e0 + w * (e - e0)
+
+                    x = sample_images(eta, sde, ae, n_gen, torch.Generator().manual_seed(c), sample_steps)
+                    measure(f"one_hot_{name}" + ("" if w == 1 else f"_w{w:g}"), c, x, real, floor_real, None)
         log(f"evaluated {name} classes ({time.perf_counter() - t0:.0f} s)")
     agg = {k: {m: sum(r[m] for r in v) / len(v) for m in v[0] if m != "class"} | {"classes": len(v), "per_class": v}
            for k, v in rows.items()}
     summary = {"checkpoint": str(checkpoint), "recommended_guidance": w_best,
                "recommended_augmentation": {k: getattr(recommended_augmentation(config, k), "strength", 0.0) for k in shots},
-               "one_hot_steps": steps,
+               "one_hot_steps": steps, "one_hot_drop": drop,
                "one_hot_seconds": t_one_hot, "one_hot_final_loss": sum(losses[-100:]) / len(losses[-100:]),
                "n_generate": n_gen, "n_real": n_real, "sample_steps": sample_steps, "results": agg,
                "evaluation_s": time.perf_counter() - t0, "total_s": time.perf_counter() - t_all,
@@ -179,6 +196,7 @@ def _summary(s: dict) -> str:
              f"augmentation strength by K {s.get('recommended_augmentation', {})}; `_augA`: each sample conditioned on its "
              "own deformed copy of the supports). One-hot "
              f"model: same architecture, statistics and SDE, {s['one_hot_steps']} steps ({s['one_hot_seconds']:.0f} s), "
+             f"its label dropped in {s.get('one_hot_drop', 0.0):g} of the examples (so `one_hot_seen_wW` is guided), "
              f"a learned latent function per seen class initialised at the class mean. {s['n_generate']} samples per "
              f"class, {s['n_real']} held-out real images as the reference, Heun PF-ODE {s['sample_steps']} steps. "
              f"FD: Fréchet distance of the classifier logits of both halves (20-D) to the reference; floor: "

@@ -77,3 +77,39 @@ def test_ndsm_study(tmp_path):
     assert "control variate" in (tmp_path / "summary.md").read_text()
     assert {p.name for p in tmp_path.glob("*.png")} >= {"samples.png", "grad_variance.png"}
     assert (tmp_path / "results.json").is_file() and not list(tmp_path.glob(".tmp-*"))
+
+
+def _agg(rows: dict) -> dict:
+    """Validation aggregates from ``{setting key: {K: (both right, memorisation ratio)}}``."""
+    return {key: {f"K{k}": {"both_right": br, "nearest_support_samples": ratio, "nearest_support_real": 1.0}
+                  for k, (br, ratio) in per_k.items()} for key, per_k in rows.items()}
+
+
+def test_few_shot_choice_rule_takes_one_weight_and_the_augmentation_per_k():
+    from fsdiff.sno.latent import recommended_augmentation, recommended_guidance
+
+    g = _study("sno_mnist2_guidance")
+    full = (0.0, 1.0)
+    settings = [(5.0, full, 0.0), (5.0, full, 1.5), (6.0, full, 0.0), (6.0, full, 1.5)]
+    agg = _agg({"w5_t0-1": {1: (0.80, 0.90), 5: (0.85, 1.00)}, "w5_t0-1_aug1.5": {1: (0.70, 0.95), 5: (0.80, 1.05)},
+                "w6_t0-1": {1: (0.85, 0.95), 5: (0.90, 1.05)}, "w6_t0-1_aug1.5": {1: (0.70, 1.10), 5: (0.75, 1.10)}})
+    chosen = g._choose(agg, settings)   # w = 5 has no K = 1 setting with ratio >= 1
+    assert chosen == {1: (6.0, full, 1.5), 5: (6.0, full, 0.0)}
+    config = {"sampling": g.recommendation(chosen)}
+    assert recommended_guidance(config) == 6.0
+    assert recommended_augmentation(config, 1).strength == 1.5 and recommended_augmentation(config, 4).strength == 1.5
+    assert recommended_augmentation(config, 5) is None
+    # nothing qualifies: the setting with the highest smaller ratio, at every K
+    low = _agg({"w5_t0-1": {1: (0.80, 0.70), 5: (0.85, 0.80)}, "w5_t0-1_aug1.5": {1: (0.70, 0.75), 5: (0.80, 0.85)},
+                "w6_t0-1": {1: (0.85, 0.75), 5: (0.90, 0.85)}, "w6_t0-1_aug1.5": {1: (0.70, 0.90), 5: (0.75, 0.88)}})
+    assert g._choose(low, settings) == {1: (6.0, full, 1.5), 5: (6.0, full, 1.5)}
+
+
+def test_one_hot_baseline_null_label_is_the_zero_conditioning():
+    import torch
+
+    b = _study("sno_mnist2_baselines")
+    means = {3: torch.ones(2, 7, 14), 8: 2 * torch.ones(2, 7, 14)}
+    m = b.OneHotScore(torch.nn.Identity(), means)
+    c = m.cond([8, b.NULL_LABEL, 3])
+    assert torch.equal(c[0], means[8]) and torch.equal(c[1], torch.zeros(2, 7, 14)) and torch.equal(c[2], means[3])
