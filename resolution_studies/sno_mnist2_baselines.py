@@ -92,6 +92,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
     g = torch.Generator().manual_seed(0)
     ae, sno, sde, config = load_few_shot(checkpoint, with_config=True)
     w_best = recommended_guidance(config)
+    augs = {k: recommended_augmentation(config, k) for k in (1, 5, 50)}
     study = config.get("study", {})
     steps = 200 if quick else int(study.get("sno_steps", 8000))
     n_gen, n_real, sample_steps = (8, 16, 8) if quick else (32, 64, 24)
@@ -130,8 +131,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
             floor_real = test.render(torch.full((n_gen,), c), DOUBLE_GRID, gt)
             for k in shots:
                 support = test.render(torch.full((k,), c), DOUBLE_GRID, gt)
-                aug = recommended_augmentation(config, k)
-                for w, a in dict.fromkeys([(1.0, None), (w_best, aug)]):
+                for w, a in dict.fromkeys([(1.0, None), (w_best, augs[k])]):
                     x = few_shot_sample(sno, ae, sde, support, n_gen, generator=torch.Generator().manual_seed(c),
                                         steps=sample_steps, guidance=w, augment=a)
                     tag = "" if a is None else f"_aug{a.strength:g}"
@@ -155,7 +155,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
     agg = {k: {m: sum(r[m] for r in v) / len(v) for m in v[0] if m != "class"} | {"classes": len(v), "per_class": v}
            for k, v in rows.items()}
     summary = {"checkpoint": str(checkpoint), "recommended_guidance": w_best,
-               "recommended_augmentation": {k: getattr(recommended_augmentation(config, k), "strength", 0.0) for k in shots},
+               "recommended_augmentation": {k: getattr(augs[k], "strength", 0.0) for k in shots},
                "one_hot_steps": steps, "one_hot_drop": drop,
                "one_hot_seconds": t_one_hot, "one_hot_final_loss": sum(losses[-100:]) / len(losses[-100:]),
                "n_generate": n_gen, "n_real": n_real, "sample_steps": sample_steps, "results": agg,

@@ -84,7 +84,7 @@ def _evaluate(sno, ae, sde, clf, test: DoubleDigits, classes, shots, settings, n
                 key = _setting_key(w, iv, aug)
                 x = few_shot_sample(sno, ae, sde, support, n_gen, generator=torch.Generator().manual_seed(seed + 7 * c + k),
                                     steps=steps, guidance=w, guidance_interval=None if iv == (0.0, 1.0) else iv,
-                                    augment=SupportAugmentation(strength=aug) if aug else None)
+                                    augment=SupportAugmentation(strength=aug))
                 rows.setdefault(key, {}).setdefault(f"K{k}", []).append(
                     few_shot_metrics(clf, c, x, real, floor_real, support, others))
                 if len(shown.setdefault(f"{key}_K{k}", [])) < 3:
@@ -129,15 +129,15 @@ def recommendation(chosen: dict[int, tuple]) -> dict:
 def validation_model(cfg: SNOMnist2Config, ae, train70: DoubleDigits, work_dir: Path | None, log=print):
     """The validation model ``(sno, sde, losses, training seconds)``: trained on ``train70``, or read back from
     ``work_dir/validation_model.pt`` when that file was trained with the same settings and classes."""
-    from fsdiff.io import load_checkpoint
     from fsdiff.sno.latent import save_few_shot
 
     key = json.loads(json.dumps({"study": dataclasses.asdict(cfg), "classes": list(train70.classes)}))
     path = None if work_dir is None else Path(work_dir) / "validation_model.pt"
-    if path is not None and path.exists() and load_checkpoint(path).get("config", {}).get("validation") == key:
+    if path is not None and path.exists():
         _, sno, sde, config = load_few_shot(path, with_config=True)
-        log(f"reusing the validation model {path}")
-        return sno, sde, config["losses"], config["training_s"]
+        if config.get("validation") == key:
+            log(f"reusing the validation model {path}")
+            return sno, sde, config["losses"], config["training_s"]
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     sno, sde, losses = train_few_shot_sno(cfg, ae, train70, torch.Generator().manual_seed(cfg.seed), log)

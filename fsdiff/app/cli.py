@@ -191,7 +191,7 @@ def _cmd_sno_sample(args: argparse.Namespace) -> int:
                else SupportAugmentation(strength=args.augment))
     x = few_shot_sample(sno, ae, sde, support, args.n, generator=torch.Generator().manual_seed(args.seed),
                         steps=args.steps, guidance=guidance, guidance_interval=interval,
-                        augment=None if augment is None or augment.strength == 0 else augment)
+                        augment=augment)
     grid = DOUBLE_GRID
     write_netcdf(out, to_dataarray(x, grid, "samples", {"checkpoint": str(args.run), "shots": support.shape[0],
                                                         "steps": args.steps, "seed": args.seed,

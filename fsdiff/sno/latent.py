@@ -116,8 +116,13 @@ def prototype(latents: torch.Tensor) -> torch.Tensor:
 def encode_by_class(ae: LatentAutoencoder, images: torch.Tensor, labels: torch.Tensor,
                     batch: int = 512) -> dict[int, torch.Tensor]:
     """Latents of ``images (N, 1, 28, 56)`` grouped by class: ``{class: (n_c, C, 7, 14)}``."""
-    z = torch.cat([ae.encode(images[i:i + batch]) for i in range(0, images.shape[0], batch)])
+    z = _encode(ae, images, batch)
     return {int(c): z[labels == c] for c in labels.unique().tolist()}
+
+
+def _encode(ae: LatentAutoencoder, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """``images (N, 1, 28, 56) -> (N, C, 7, 14)``, encoded ``batch`` at a time."""
+    return torch.cat([ae.encode(images[i:i + batch]) for i in range(0, images.shape[0], batch)])
 
 
 @torch.no_grad()
@@ -249,14 +254,14 @@ def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: 
             raise ValueError(f"guidance_interval must be (t_lo, t_hi) with 0 <= t_lo < t_hi; got {guidance_interval!r}")
     if augment is not None and not isinstance(augment, SupportAugmentation):
         raise TypeError(f"augment must be a SupportAugmentation or None; got {type(augment).__name__}")
-    if augment is None:
+    if augment is None or augment.strength == 0:  # strength 0 is the identity: the one prototype
         cond = prototype(ae.encode(support.float()))[None]
     else:
         if generator is None:
             raise ValueError("support augmentation draws its deformations from a generator; pass generator=")
         k = support.shape[0]
         deformed = augment(support.float().repeat(n, 1, 1, 1), generator)  # (n K, 1, 28, 56): sample i's copies
-        z = torch.cat([ae.encode(deformed[i:i + 512]) for i in range(0, n * k, 512)])
+        z = _encode(ae, deformed)
         cond = prototype_encoding(z.reshape(n, k, -1)).reshape(n, *z.shape[1:])
     kw = {} if residual_scale == 1 else {"residual_scale": float(residual_scale)}
 

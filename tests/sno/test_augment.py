@@ -152,6 +152,8 @@ def test_augmented_training_and_sampling_condition_each_sample_on_its_own_deform
     plain = few_shot_sample(sno, ae, sde, support, 3, generator=torch.Generator().manual_seed(0), steps=2,
                             augment=SupportAugmentation(strength=0))
     assert plain.shape == x.shape
+    torch.testing.assert_close(plain, few_shot_sample(sno, ae, sde, support, 3, generator=torch.Generator().manual_seed(0),
+                                                      steps=2))   # strength 0 is exactly the unaugmented sampler
     with pytest.raises(ValueError, match="generator"):
         few_shot_sample(sno, ae, sde, support, 3, steps=2, augment=SupportAugmentation())
     with pytest.raises(TypeError, match="SupportAugmentation"):
