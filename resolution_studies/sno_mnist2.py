@@ -42,6 +42,7 @@ from fsdiff.io import save_checkpoint, write_json
 from fsdiff.plotting import save_figure
 from fsdiff.data.statistics import SpectralStatistics
 from fsdiff.sno.augment import SupportAugmentation
+from fsdiff.sno.prototype_encoder import PrototypeEncoder
 from fsdiff.sno.latent import (augmented_latents, LATENT_GRID, LatentAutoencoder, LatentSNOConfig, PrototypeScore, encode_by_class,
                                few_shot_sample, residual_statistics, save_few_shot, train_autoencoder,
                                train_latent_sno)
@@ -76,6 +77,10 @@ class SNOMnist2Config:
     statistics_shots: tuple[int, ...] = ()  # K values the centred Gaussian part's statistics are fitted over (default: shots)
     support_augmentation: float = 0.0       # train on prototypes of deformed supports (SupportAugmentation strength; 0: off)
     augmented_copies: int = 4               # deformed copies of each bank image
+    encoder_width: int = 0                  # PrototypeEncoder width (0: the network sees the raw prototype)
+    encoder_layers: int = 2
+    encoder_channels: int = 8               # its local feature channels
+    encoder_code: int = 16                  # its global code size
     seed: int = 0
 
 
@@ -88,13 +93,16 @@ def train_few_shot_sno(cfg: SNOMnist2Config, ae: LatentAutoencoder, train: Doubl
     latents = encode_by_class(ae, imgs, labels)
     scale = float(torch.cat(list(latents.values())).std())
     sde = fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0).with_pointwise_variance(scale**2, LATENT_GRID))
+    encoder = (PrototypeEncoder(cfg.latent_channels, cfg.encoder_width, (3, 6), cfg.encoder_layers, cfg.encoder_channels,
+                                cfg.encoder_code) if cfg.encoder_width else None)
     net = fd.FNOScore(in_channels=cfg.latent_channels, width=cfg.sno_width, modes=(3, 6), n_layers=cfg.sno_layers,
-                      cond_channels=2 * cfg.latent_channels, positional="periodic")
+                      cond_channels=cfg.latent_channels + (cfg.latent_channels if encoder is None else encoder.out_dim),
+                      positional="periodic")
     if cfg.centred:
         stats = residual_statistics(latents, train.classes, cfg.statistics_shots or cfg.shots, 20000, g)
     else:
         stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, cfg.latent_channels).fit(torch.cat(list(latents.values())))
-    model = PrototypeScore(net, sde, stats, centred=cfg.centred)
+    model = PrototypeScore(net, sde, stats, centred=cfg.centred, encoder=encoder)
     scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond",
                            drop_prototype=cfg.drop_prototype, prototype_noise=cfg.prototype_noise)
     support_latents = None
@@ -279,12 +287,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="train on prototypes of randomly deformed support images (SupportAugmentation strength)")
     p.add_argument("--statistics-shots", type=int, nargs="+", default=None,
                    help="fit the centred Gaussian part's statistics over these K (default: the training shots)")
+    p.add_argument("--encoder-width", type=int, default=None,
+                   help="condition on a PrototypeEncoder of this width (local features and a global code; 0: raw prototype)")
+    p.add_argument("--sno-width", type=int, default=None, help="width of the latent score operator")
+    p.add_argument("--sno-steps", type=int, default=None, help="training steps of the latent score operator")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = SNOMnist2Config()
     for key, v in (("drop_prototype", a.drop_prototype), ("guidances", a.guidances),
                    ("residual_scales", a.residual_scales), ("statistics_shots", a.statistics_shots),
-                   ("prototype_noise", a.prototype_noise), ("support_augmentation", a.support_augmentation)):
+                   ("prototype_noise", a.prototype_noise), ("support_augmentation", a.support_augmentation),
+                   ("encoder_width", a.encoder_width), ("sno_width", a.sno_width), ("sno_steps", a.sno_steps)):
         if v is not None:
             cfg = dataclasses.replace(cfg, **{key: tuple(v) if isinstance(v, list) else v})
     if a.uncentred:

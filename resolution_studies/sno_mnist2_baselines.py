@@ -7,8 +7,8 @@ null prototype so that guidance 0 is its unconditional branch), this study
   and number of steps: the prototype is replaced by a learned table ``embedding[label]`` of latent
   functions (one-hot times a matrix), initialised at each class's mean latent; seen classes only.
   Its label is dropped (the null, zero, conditioning) as often as the SNO's prototype was, so it is
-  evaluated both unguided (w = 1) and with the SNO's recommended guidance weight, the fair
-  comparison for a guided SNO;
+  evaluated unguided (w = 1), at w = 2, 3, 4 and at the SNO's recommended guidance weight: guidance
+  trades realism (FD) for adherence, and the SNO is compared with that whole curve;
 * evaluates the **unconditional** latent model (the checkpoint at guidance 0: the null prototype);
 * evaluates the SNO itself at guidance 1 and at its recommended sampling settings (guidance, and
   support augmentation if the checkpoint recommends it), K = 1, 5, 50;
@@ -18,11 +18,13 @@ null prototype so that guidance 0 is its unconditional branch), this study
   SNO, the distance to the nearest support image against real images' distance.
 
 Run: ``FSDIFF_DATA_DIR=../shared/data python resolution_studies/sno_mnist2_baselines.py [--quick]``
-(about 20 min on one thread); writes ``results/sno_mnist2_baselines/{results.json,summary.md,samples.png}``.
+(about 25 min on one thread, 12 once the one-hot model is in ``--work-dir``); writes
+``results/sno_mnist2_baselines/{results.json,summary.md,samples.png}``.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -44,6 +46,7 @@ from _common import checkpoint_study_main, few_shot_metrics, write_summary  # no
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_baselines"
 NULL_LABEL = -1   # the one-hot model's null conditioning
+ONE_HOT_GUIDANCES = (1.0, 2.0, 3.0, 4.0)   # the guided one-hot baseline's sweep (with the SNO's w): its adherence-FD curve
 
 
 class OneHotScore(nn.Module):
@@ -86,7 +89,31 @@ def train_one_hot(model: OneHotScore, sde, latents: dict[int, torch.Tensor], ste
     return trained.eval(), losses
 
 
-def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
+def cached_one_hot(make, key: dict, work_dir: Path | None, train, log=print) -> tuple[OneHotScore, list[float], float]:
+    """``(one-hot model, losses, training seconds)``: read back from ``work_dir/one_hot.pt`` when that file was
+    trained with the same ``key`` (the SNO's settings and spec, steps, label dropout), else ``train()`` and save."""
+    from fsdiff.io import load_checkpoint, save_checkpoint
+
+    key = json.loads(json.dumps(key))
+    path = None if work_dir is None else Path(work_dir) / "one_hot.pt"
+    if path is not None and path.exists():
+        ck = load_checkpoint(path)
+        if ck["config"].get("key") == key:
+            model = make()
+            model.load_state_dict(ck["model"]["state_dict"])
+            log(f"reusing the one-hot model {path}")
+            return model.eval(), list(ck["config"]["losses"]), float(ck["config"]["seconds"])
+    t0 = time.perf_counter()
+    model, losses = train()
+    seconds = time.perf_counter() - t0
+    if path is not None:
+        save_checkpoint(path, {"config": {"key": key, "losses": losses, "seconds": seconds},
+                               "model": {"spec": {"type": "one_hot_baseline", "score": key.get("spec")},
+                                         "state_dict": model.state_dict()}, "step": len(losses)})
+    return model, losses, seconds
+
+
+def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | None = None) -> dict:
     t_all = time.perf_counter()
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -105,12 +132,15 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
     latents = encode_by_class(ae, train.render(labels, DOUBLE_GRID, g), labels)
     means = {c: z.mean(0) for c, z in latents.items()}
 
-    t0 = time.perf_counter()
-    base = build_prototype_score(sno.spec)  # the same architecture, fresh weights ...
-    base.pre.statistics.load_state_dict(sno.pre.statistics.state_dict())  # ... and the same statistics
+    def make() -> OneHotScore:
+        base = build_prototype_score(sno.spec)  # the same architecture, fresh weights ...
+        base.pre.statistics.load_state_dict(sno.pre.statistics.state_dict())  # ... and the same statistics
+        return OneHotScore(base, means)
+
     drop = float(study.get("drop_prototype", 0.0))
-    one_hot, losses = train_one_hot(OneHotScore(base, means), sde, latents, steps, 64, g, log, drop=drop)
-    t_one_hot = time.perf_counter() - t0
+    key = {"study": study, "spec": sno.spec, "steps": steps, "drop": drop}
+    one_hot, losses, t_one_hot = cached_one_hot(
+        make, key, work_dir, lambda: train_one_hot(make(), sde, latents, steps, 64, g, log, drop=drop), log)
 
     seen = train.classes[:: max(1, len(train.classes) // 10)][:10]
     groups = {"seen": seen, "unseen": train.held_out}
@@ -141,7 +171,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print) -> dict:
                               torch.Generator().manual_seed(c), sample_steps)
             measure(f"unconditional_{name}", c, x, real, floor_real, None)
             if name == "seen":
-                for w in sorted({1.0, w_best} if drop > 0 else {1.0}):
+                for w in sorted(set(ONE_HOT_GUIDANCES) | {w_best} if drop > 0 else {1.0}):
                     def eta(xx, t, gg, w=w):
                         e = one_hot(xx, t, gg, [c] * xx.shape[0])
                         if w == 1:
@@ -208,12 +238,34 @@ def _summary(s: dict) -> str:
                 if "nearest_support_samples" in r else "—")
         lines.append(f"| {key} | {r['classes']} | {r['both_right']:.3f} | {r['diversity']:.3f} ({r['real_diversity']:.3f}) | "
                      f"{r['fd']:.2f} ({r['fd_floor']:.2f}) | {near} |")
-    lines += ["", "![samples](samples.png)", ""]
+    lines += ["", *_against_one_hot(s["results"]), "", "![samples](samples.png)", ""]
     return "\n".join(lines)
 
 
+def dominated_by(sno: dict, one_hot: dict[str, dict]) -> list[str]:
+    """The one-hot settings at least as good as ``sno`` on both adherence and FD, and better on one."""
+    return [k for k, r in one_hot.items() if r["both_right"] >= sno["both_right"] and r["fd"] <= sno["fd"]
+            and (r["both_right"] > sno["both_right"] or r["fd"] < sno["fd"])]
+
+
+def _against_one_hot(results: dict) -> list[str]:
+    """Seen classes: each SNO setting against the guided one-hot curve (the target: no one-hot setting dominates)."""
+    one_hot = {k: r for k, r in results.items() if k.startswith("one_hot_seen")}
+    sno = {k: r for k, r in results.items() if k.startswith("sno_") and "_seen_" in k}
+    if not one_hot or not sno:
+        return []
+    lines = ["Seen classes against the one-hot curve (one-hot `w`: "
+             + ", ".join(f"{k.removeprefix('one_hot_seen').lstrip('_') or 'w1'} {r['both_right']:.3f} / FD {r['fd']:.0f}"
+                         for k, r in one_hot.items()) + "); a one-hot setting *dominates* an SNO setting when it is "
+             "at least as good on both-right and FD and better on one:", "",
+             "| SNO setting | both digits right | FD | dominated by |", "|---|---|---|---|"]
+    for k, r in sno.items():
+        lines.append(f"| {k} | {r['both_right']:.3f} | {r['fd']:.0f} | {', '.join(dominated_by(r, one_hot)) or 'none'} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
-    return checkpoint_study_main(__doc__, run, OUT, argv)
+    return checkpoint_study_main(__doc__, run, OUT, argv, work_dir="sno_mnist2_baselines")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 * :mod:`~fsdiff.sno.base_score` -- the score an embedding determines in closed form (the hybrid SNO's base);
 * :mod:`~fsdiff.sno.gmm` -- families of 2-D Gaussian mixtures with exact scores at every time;
 * :mod:`~fsdiff.sno.training` -- conditional DSM, point scores for sampling, score errors;
+* :mod:`~fsdiff.sno.prototype_encoder` -- an FNO encoder of a class prototype (local features and a global code);
 * :mod:`~fsdiff.sno.augment` -- random deformations of support images (few-shot support augmentation);
 * :mod:`~fsdiff.sno.latent` -- the image task: a latent-function autoencoder of double digits,
   prototype encodings, a conditioned latent score operator and few-shot sampling.
@@ -21,6 +22,7 @@ from .latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, augmented_
                      load_few_shot, prototype, recommended_augmentation, recommended_guidance, recommended_guidance_interval, sample_images, save_few_shot,
                      train_autoencoder, train_latent_sno)
 from .model import ScoreNeuralOperator, build_sno
+from .prototype_encoder import PrototypeEncoder, build_prototype_encoder
 from .training import (SNOTrainConfig, draw_encodings, generate, relative_score_error, sno_dsm_loss, sno_point_score,
                        train_point_model, train_sno)
 
@@ -31,4 +33,5 @@ __all__ = [
     "LATENT_GRID", "LatentAutoencoder", "LatentSNOConfig", "build_autoencoder", "encode_by_class", "few_shot_sample",
     "prototype", "train_autoencoder", "train_latent_sno", "save_few_shot", "load_few_shot", "recommended_guidance", "recommended_guidance_interval",
     "recommended_augmentation", "augmented_latents", "sample_images", "SupportAugmentation",
+    "PrototypeEncoder", "build_prototype_encoder",
 ]

@@ -32,6 +32,7 @@ from ..sde import SDE
 from ..training.fit import fit
 from .augment import SupportAugmentation
 from .embedding import prototype_encoding
+from .prototype_encoder import PrototypeEncoder, build_prototype_encoder
 
 __all__ = ["LATENT_GRID", "LatentAutoencoder", "build_autoencoder", "train_autoencoder", "prototype",
            "LatentSNOConfig", "train_latent_sno", "few_shot_sample", "sample_images", "encode_by_class", "save_few_shot", "load_few_shot",
@@ -368,11 +369,13 @@ def load_few_shot(path, with_config: bool = False):
 
 
 class _WithPrototype(nn.Module):
-    """The residual network of :class:`PrototypeScore`: the preconditioner's own conditioning, then the prototype."""
+    """The residual network of :class:`PrototypeScore`: the preconditioner's own conditioning, then the
+    prototype (or its :class:`~fsdiff.sno.prototype_encoder.PrototypeEncoder` encoding)."""
 
-    def __init__(self, net: nn.Module, channels: int):
+    def __init__(self, net: nn.Module, channels: int, encoder: PrototypeEncoder | None = None):
         super().__init__()
         self.net, self.in_channels, self.cond_channels = net, channels, channels
+        self.encoder = encoder
         self.prototype: torch.Tensor | None = None
 
     @property
@@ -380,7 +383,8 @@ class _WithPrototype(nn.Module):
         return self.net.spec
 
     def forward(self, x, t, grid, cond):
-        return self.net(x, t, grid, torch.cat([cond, self.prototype.to(cond.dtype)], dim=1))
+        p = self.prototype.to(cond.dtype)
+        return self.net(x, t, grid, torch.cat([cond, p if self.encoder is None else self.encoder(p, grid)], dim=1))
 
 
 class PrototypeScore(nn.Module):
@@ -391,6 +395,10 @@ class PrototypeScore(nn.Module):
     and the prototype), scaled by the posterior std, as the shipped image models. ``x_t, prototype``:
     ``(B, C, *grid.shape)``.
 
+    ``encoder`` (a :class:`~fsdiff.sno.prototype_encoder.PrototypeEncoder`): the network sees the
+    prototype's learned encoding (local features and a global code) instead of the raw prototype;
+    then ``cond_channels = C + encoder.out_dim``. The Gaussian part still uses the raw prototype.
+
     ``centred=True`` models the latent as ``prototype + y``: the Gaussian part is centred on the
     prototype, with ``statistics`` fitted to the residuals ``y = z - prototype``
     (:func:`residual_statistics`). Since ``x_t - m(t) prototype = m(t) y + s(t) eta``, the noise is the
@@ -398,22 +406,29 @@ class PrototypeScore(nn.Module):
     instead of having to be learned through the residual network.
     """
 
-    def __init__(self, net: nn.Module, sde: SDE, statistics, centred: bool = False):
+    def __init__(self, net: nn.Module, sde: SDE, statistics, centred: bool = False,
+                 encoder: PrototypeEncoder | None = None):
         super().__init__()
         from ..models import SpectralPreconditioner
 
         channels = statistics.channels
-        if getattr(net, "cond_channels", None) != 2 * channels:
-            raise ValueError(f"the residual network needs cond_channels = {2 * channels} (Wiener estimate + prototype)")
-        self.inner = _WithPrototype(net, channels)
+        if encoder is not None and (not isinstance(encoder, PrototypeEncoder) or encoder.channels != channels):
+            raise ValueError(f"encoder must be a PrototypeEncoder of {channels}-channel prototypes; got {encoder!r}")
+        extra = channels if encoder is None else encoder.out_dim
+        if getattr(net, "cond_channels", None) != channels + extra:
+            what = "prototype" if encoder is None else "prototype encoding"
+            raise ValueError(f"the residual network needs cond_channels = {channels + extra} (Wiener estimate + {what})")
+        self.inner = _WithPrototype(net, channels, encoder)
         self.pre = SpectralPreconditioner(self.inner, sde, statistics)
         self.in_channels = channels
         self.centred = bool(centred)
 
     @property
     def spec(self) -> dict:
+        enc = self.inner.encoder
         return {"type": "prototype_score", "net": self.inner.net.spec, "sde": self.pre.sde.to_dict(),
-                "statistics": self.pre.statistics.spec, "centred": self.centred}
+                "statistics": self.pre.statistics.spec, "centred": self.centred,
+                "encoder": None if enc is None else enc.spec}
 
     def forward(self, x_t: torch.Tensor, t, grid: Grid, prototype: torch.Tensor,
                 residual_scale: float = 1.0) -> torch.Tensor:
@@ -455,5 +470,7 @@ def build_prototype_score(spec: dict) -> PrototypeScore:
     from ..models import build_model
     from ..sde import sde_from_dict
 
+    enc = spec.get("encoder")
     return PrototypeScore(build_model(spec["net"]), sde_from_dict(spec["sde"]), SpectralStatistics.from_spec(spec["statistics"]),
-                          centred=bool(spec.get("centred", False)))
+                          centred=bool(spec.get("centred", False)),
+                          encoder=None if enc is None else build_prototype_encoder(enc))

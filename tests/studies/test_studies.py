@@ -113,3 +113,73 @@ def test_one_hot_baseline_null_label_is_the_zero_conditioning():
     m = b.OneHotScore(torch.nn.Identity(), means)
     c = m.cond([8, b.NULL_LABEL, 3])
     assert torch.equal(c[0], means[8]) and torch.equal(c[1], torch.zeros(2, 7, 14)) and torch.equal(c[2], means[3])
+
+
+def test_ship_sno_sampling_writes_the_recommendation_and_refuses_another_checkpoint(tmp_path):
+    import torch
+
+    import fsdiff as fd
+    from fsdiff.sno.latent import LatentAutoencoder, load_few_shot, recommended_augmentation, recommended_guidance, save_few_shot
+
+    s = _study("sno_mnist2_guidance")
+    ship = _study("ship_sno_sampling")
+    torch.manual_seed(0)
+    sno = fd.FNOScore(in_channels=2, width=4, modes=(3, 6), n_layers=1, cond_channels=2)
+    ck = save_few_shot(tmp_path / "fs.pt", LatentAutoencoder(2, 4), sno, fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0)),
+                       {"study": {"sno_steps": 5}}, 5)
+    full = (0.0, 1.0)
+    chosen = {1: (6.0, full, 1.5), 5: (5.0, full, 0.0)}
+    metrics = {"both_right": 0.8, "nearest_support_samples": 0.3, "nearest_support_real": 0.25,
+               "nearest_others_samples": 0.3, "nearest_others_real": 0.3}
+    results = {"checkpoint": str(ck), "recommendation": s.recommendation(chosen), "validation_classes": ["02", "04"],
+               "rule": "the rule", "chosen": {f"K{k}": s._setting_key(*v) for k, v in chosen.items()},
+               "test": {s._setting_key(*chosen[1]): {"K1": metrics}, s._setting_key(*chosen[5]): {"K5": metrics, "K50": metrics}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    out = ship.ship(ck, tmp_path / "results.json", tmp_path / "shipped.pt", "trained by a test")
+    *_, config = load_few_shot(out, with_config=True)
+    assert config["study"] == {"sno_steps": 5}
+    assert recommended_guidance(config) == 6.0 and recommended_augmentation(config, 1).strength == 1.5
+    assert recommended_augmentation(config, 5) is None
+    note = config["sampling"]["note"]
+    assert note.startswith("trained by a test") and "K = 1: both right 0.80, memorisation ratio 1.20" in note
+    assert "K = 50" in note and "support / control 1.20" in note
+    other = save_few_shot(tmp_path / "other.pt", LatentAutoencoder(2, 4), sno, fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0)))
+    with pytest.raises(ValueError, match="evaluated .*fs.pt, not"):
+        ship.ship(other, tmp_path / "results.json", tmp_path / "refused.pt", "x")
+    assert not (tmp_path / "refused.pt").exists()
+
+
+def test_one_hot_baseline_is_cached_by_its_settings(tmp_path):
+    import torch
+
+    b = _study("sno_mnist2_baselines")
+    means = {3: torch.ones(2, 7, 14)}
+    calls = []
+
+    def train():
+        calls.append(1)
+        m = b.OneHotScore(torch.nn.Identity(), means)
+        with torch.no_grad():
+            m.embedding.add_(len(calls))
+        return m, [0.5], 1.0
+
+    def make():
+        return b.OneHotScore(torch.nn.Identity(), means)
+
+    first, losses, _ = b.cached_one_hot(make, {"steps": 5}, tmp_path, lambda: train()[:2])
+    again, _, _ = b.cached_one_hot(make, {"steps": 5}, tmp_path, lambda: train()[:2])
+    assert len(calls) == 1 and losses == [0.5] and torch.equal(again.embedding, first.embedding)
+    other, _, _ = b.cached_one_hot(make, {"steps": 6}, tmp_path, lambda: train()[:2])
+    assert len(calls) == 2 and not torch.equal(other.embedding, first.embedding)
+    b.cached_one_hot(make, {"steps": 5}, None, lambda: train()[:2])   # no work dir: always trains
+    assert len(calls) == 3
+
+
+def test_one_hot_domination_needs_both_measures():
+    b = _study("sno_mnist2_baselines")
+    one_hot = {"one_hot_seen": {"both_right": 0.55, "fd": 200.0}, "one_hot_seen_w6": {"both_right": 0.99, "fd": 330.0}}
+    assert b.dominated_by({"both_right": 0.97, "fd": 150.0}, one_hot) == []           # better FD than w6, better adherence than w1
+    assert b.dominated_by({"both_right": 0.90, "fd": 400.0}, one_hot) == ["one_hot_seen_w6"]
+    assert b.dominated_by({"both_right": 0.30, "fd": 300.0}, one_hot) == ["one_hot_seen"]   # w6 is worse on FD
+    assert b.dominated_by({"both_right": 0.30, "fd": 400.0}, one_hot) == ["one_hot_seen", "one_hot_seen_w6"]
+    assert b.dominated_by({"both_right": 0.99, "fd": 330.0}, one_hot) == []           # a tie is not domination
