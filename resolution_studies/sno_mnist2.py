@@ -243,13 +243,19 @@ def _figures(out: Path, xt, recon, shown) -> None:
 def _summary(s: dict) -> str:
     c, a = s["config"], s["autoencoder"]
     lines = ["# Score Neural Operator on MNIST double digits (latent function space)", "",
-             f"Autoencoder {c['ae_steps']} steps ({s['timings']['autoencoder_s']:.0f} s): latent {c['latent_channels']} x 7 x 14; "
+             f"Autoencoder {c['ae_steps']} steps ("
+             + (f"{s['timings']['autoencoder_s']:.0f} s" if s['timings']['autoencoder_s'] >= 1 else "reused, trained by an earlier run")
+             + f"): latent {c['latent_channels']} x 7 x 14; "
              f"reconstruction RMSE {a['recon_rmse']:.3f}; both digits right on real test images {a['both_right_real']:.3f}, "
              f"on their reconstructions {a['both_right_recon']:.3f}. Latent SNO (PrototypeScore: an FNO residual on the Gaussian part "
              f"{'centred on the prototype' if c.get('centred', True) else 'of the whole latent bank (not centred)'}) "
              f"{c['sno_steps']} steps ({s['timings']['latent_sno_s']:.0f} s); sampler Heun PF-ODE, {c['sample_steps']} steps. "
              f"Unseen classes: {', '.join(s['held_out_classes'])}. Runtime {s['timings']['total_s']:.0f} s on "
              f"{s['torch_threads']} thread(s).", "",
+             (f"Latent score operator: FNOScore width {c['sno_width']}, {c['sno_layers']} layers, conditioned on "
+              + (f"a PrototypeEncoder of the prototype (width {c['encoder_width']}, {c.get('encoder_layers', 2)} layers, "
+                 f"{c.get('encoder_channels', 8)} local channels, a {c.get('encoder_code', 16)}-D global code)."
+                 if c.get("encoder_width") else "the raw prototype.")) + f" Final training loss {s['final_sno_loss']:.4f}.", "",
              "`residual` is the weight of the learned residual network on top of the Gaussian part "
              "(1: the trained model; 0: the Gaussian part alone, no network).", "",
              "`guidance` w: classifier-free guidance with the null prototype (1: none).", "",

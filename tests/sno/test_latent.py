@@ -232,14 +232,20 @@ def test_shipped_few_shot_model_loads_and_samples_with_its_guidance():
     from fsdiff._paths import PRETRAINED_DIR
     from fsdiff.sno.latent import few_shot_sample, load_few_shot, recommended_augmentation, recommended_guidance
 
+    import json
+
+    from fsdiff._paths import REPO_ROOT
+
     path = PRETRAINED_DIR / "sno_double_digits.pt"
     ae, sno, sde, config = load_few_shot(path, with_config=True)
-    # chosen on validation classes (results/sno_mnist2_guidance): w = 6, support augmentation 1.5 for K < 5 only
-    assert recommended_guidance(config) == 6.0
-    assert recommended_augmentation(config, 1).strength == 1.5 and recommended_augmentation(config, 5) is None
+    # its sampling block is the guidance study's committed recommendation (written by ship_sno_sampling.py)
+    study = json.loads((REPO_ROOT / "resolution_studies" / "results" / "sno_mnist2_guidance" / "results.json").read_text())
+    assert {k: v for k, v in config["sampling"].items() if k != "note"} == study["recommendation"]
+    assert recommended_guidance(config) == study["recommendation"]["guidance"] > 1
+    assert config["study"]["encoder_width"] > 0 and sno.spec["encoder"]["type"] == "prototype_encoder"
     support = torch.rand(1, 1, 28, 56, generator=torch.Generator().manual_seed(0))
     x = few_shot_sample(sno, ae, sde, support, 2, generator=torch.Generator().manual_seed(1), steps=2, guidance=3.0,
-                        augment=recommended_augmentation(config, 1))
+                        augment=recommended_augmentation(config, 5))
     assert x.shape == (2, 1, 28, 56) and torch.isfinite(x).all()
 
 
