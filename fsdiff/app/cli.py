@@ -203,7 +203,7 @@ def _cmd_sno_sample(args: argparse.Namespace) -> int:
 
     k = min(args.n, 8)
     rows = [("support", [(f"#{i}", support[i, 0], grid) for i in range(min(support.shape[0], 8))]),
-            ("generated", [(f"#{i}", x[i, 0], grid) for i in range(k)])]
+            ("generated", [(f"#{i}", x[i, 0].clamp(0, 1), grid) for i in range(k)])]   # pixels are in [0, 1]; the decoder overshoots
     save_figure(field_panels(rows, shared_color=True, cmap="gray", images=True), out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')} ({args.n} images from K = {support.shape[0]} support images)")
     return 0

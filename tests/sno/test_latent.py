@@ -189,6 +189,10 @@ def test_prototype_score_is_the_gaussian_posterior_when_untrained_and_round_trip
     ae = LatentAutoencoder(latent_channels=2, width=4)
     _, again, _ = load_few_shot(save_few_shot(tmp_path / "p.pt", ae, trained, sde))
     torch.testing.assert_close(again(x, t, LATENT_GRID, proto), trained(x, t, LATENT_GRID, proto))
+    from fsdiff.sno.latent import build_prototype_score
+
+    old_spec = {k: v for k, v in trained.spec.items() if k != "encoder"}   # checkpoints before the prototype encoder
+    assert build_prototype_score(old_spec).inner.encoder is None
     with pytest.raises(ValueError, match="cond_channels = 4"):
         PrototypeScore(fd.FNOScore(in_channels=2, width=8, modes=(3, 6), n_layers=1, cond_channels=2), sde, stats)
 
