@@ -5,7 +5,7 @@ validation classes and records them as ``results.json["recommendation"]``, with 
 This script copies the trained checkpoint it evaluated and sets ``config["sampling"]`` to that
 recommendation, with a ``note`` naming where the model and the choice come from, so the shipped
 file is reproducible from the two study outputs. It refuses a results file that evaluated another
-checkpoint (its ``checkpoint`` field names a different file's contents) and writes atomically.
+checkpoint (its ``checkpoint`` field names a different path) and writes atomically.
 
 Run: ``python resolution_studies/ship_sno_sampling.py --checkpoint FEW_SHOT.pt --results
 results/sno_mnist2_guidance/results.json --out pretrained/sno_double_digits.pt --note "trained by ..."``.
@@ -21,6 +21,9 @@ from pathlib import Path
 from fsdiff.io import load_checkpoint, save_checkpoint
 from fsdiff.sno.latent import FEW_SHOT_KIND, recommended_augmentation, recommended_guidance
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sno_mnist2_guidance import control_ratio, memorisation_ratio  # noqa: E402
+
 
 def sampling_block(results: dict, trained_by: str) -> dict:
     """``config["sampling"]`` from the guidance study's ``results``: its recommendation and a provenance note."""
@@ -31,8 +34,7 @@ def sampling_block(results: dict, trained_by: str) -> dict:
     for k in (1, 5, 50):
         a = test.get(chosen["K1" if k < 5 else "K5"], {}).get(f"K{k}")
         if a is not None:
-            ratio = a["nearest_support_samples"] / a["nearest_support_real"]
-            control = a["nearest_others_samples"] / a["nearest_others_real"]
+            ratio, control = memorisation_ratio(a), control_ratio(a)
             figures.append(f"K = {k}: both right {a['both_right']:.2f}, memorisation ratio {ratio:.2f} "
                            f"(support / control {ratio / control:.2f})")
     rec["note"] = (f"{trained_by}; sampling settings chosen on validation classes {', '.join(results['validation_classes'])} "
@@ -50,7 +52,8 @@ def ship(checkpoint: Path, results_path: Path, out: Path, trained_by: str) -> Pa
         raise ValueError(f"{checkpoint} is not a few-shot checkpoint (kind {ck.get('kind')!r})")
     config = dict(ck.get("config") or {})
     config["sampling"] = sampling_block(results, trained_by)
-    recommended_guidance(config), recommended_augmentation(config, 1)   # the block reads back
+    recommended_guidance(config)   # the block must read back (raises on a malformed one)
+    recommended_augmentation(config, 1)
     return save_checkpoint(out, {**ck, "config": config})
 
 

@@ -38,7 +38,7 @@ from fsdiff.eval.quality import CLASSIFIER_DIR
 from fsdiff.io import write_json
 from fsdiff.plotting import save_figure
 from fsdiff.sno.latent import (LATENT_GRID, LatentSNOConfig, build_prototype_score, encode_by_class,
-                               few_shot_sample, load_few_shot, recommended_augmentation, recommended_guidance, sample_images,
+                               few_shot_sample, guided, load_few_shot, recommended_augmentation, recommended_guidance, sample_images,
                                train_latent_sno)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -172,13 +172,8 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | No
             measure(f"unconditional_{name}", c, x, real, floor_real, None)
             if name == "seen":
                 for w in sorted(set(ONE_HOT_GUIDANCES) | {w_best} if drop > 0 else {1.0}):
-                    def eta(xx, t, gg, w=w):
-                        e = one_hot(xx, t, gg, [c] * xx.shape[0])
-                        if w == 1:
-                            return e
-                        e0 = one_hot(xx, t, gg, [NULL_LABEL] * xx.shape[0])
-                        return e0 + w * (e - e0)
-
+                    eta = guided(lambda xx, t, gg: one_hot(xx, t, gg, [c] * xx.shape[0]),
+                                 lambda xx, t, gg: one_hot(xx, t, gg, [NULL_LABEL] * xx.shape[0]), w)
                     x = sample_images(eta, sde, ae, n_gen, torch.Generator().manual_seed(c), sample_steps)
                     measure(f"one_hot_{name}" + ("" if w == 1 else f"_w{w:g}"), c, x, real, floor_real, None)
         log(f"evaluated {name} classes ({time.perf_counter() - t0:.0f} s)")

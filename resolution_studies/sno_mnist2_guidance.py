@@ -95,8 +95,14 @@ def _evaluate(sno, ae, sde, clf, test: DoubleDigits, classes, shots, settings, n
     return agg, shown
 
 
-def _ratio(a: dict) -> float:
+def memorisation_ratio(a: dict) -> float:
+    """The memorisation ratio: distance to the nearest support image, samples over real images (< 1: closer)."""
     return a["nearest_support_samples"] / a["nearest_support_real"]
+
+
+def control_ratio(a: dict) -> float:
+    """The same against K *other* real images of the class (> 1: atypical samples, far from every real image)."""
+    return a["nearest_others_samples"] / a["nearest_others_real"]
 
 
 def _choose(agg: dict, settings: list[tuple]) -> dict[int, tuple]:
@@ -106,7 +112,7 @@ def _choose(agg: dict, settings: list[tuple]) -> dict[int, tuple]:
     for w, iv in dict.fromkeys((w, iv) for w, iv, _ in settings):
         per_k = {}
         for k in (1, 5):
-            ok = [st for st in settings if st[:2] == (w, iv) and _ratio(agg[_setting_key(*st)][f"K{k}"]) >= MEMORISATION_FLOOR]
+            ok = [st for st in settings if st[:2] == (w, iv) and memorisation_ratio(agg[_setting_key(*st)][f"K{k}"]) >= MEMORISATION_FLOOR]
             if ok:
                 per_k[k] = max(ok, key=lambda st: agg[_setting_key(*st)][f"K{k}"]["both_right"])
         if len(per_k) == 2:
@@ -114,7 +120,7 @@ def _choose(agg: dict, settings: list[tuple]) -> dict[int, tuple]:
             if score > best_score:
                 best, best_score = per_k, score
     if best is None:
-        st = max(settings, key=lambda st: min(_ratio(agg[_setting_key(*st)][f"K{k}"]) for k in (1, 5)))
+        st = max(settings, key=lambda st: min(memorisation_ratio(agg[_setting_key(*st)][f"K{k}"]) for k in (1, 5)))
         best = {1: st, 5: st}
     return best
 
@@ -276,9 +282,9 @@ def _summary(s: dict) -> str:
         key = s["chosen"]["K1" if k < 5 else "K5"]
         a = s["test"].get(key, {}).get(f"K{k}")
         if a is not None:
-            control = a["nearest_others_samples"] / a["nearest_others_real"]
-            lines.append(f"| {k} | {key} | {a['both_right']:.3f} | {a['fd']:.1f} ({a['fd_floor']:.1f}) | {_ratio(a):.2f} | "
-                         f"{control:.2f} | {_ratio(a) / control:.2f} |")
+            control = control_ratio(a)
+            lines.append(f"| {k} | {key} | {a['both_right']:.3f} | {a['fd']:.1f} ({a['fd_floor']:.1f}) | {memorisation_ratio(a):.2f} | "
+                         f"{control:.2f} | {memorisation_ratio(a) / control:.2f} |")
     lines += ["", f"Runtime {s['timings']['total_s']:.0f} s on {s['torch_threads']} thread(s). Figures: `validation.png`, "
               "`test_samples.png` (support | generated)."]
     return "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ from .augment import SupportAugmentation
 from .base_score import KMEBaseScore, fade_weight
 from .embedding import KernelMeanEmbedding, prototype_encoding
 from .gmm import GaussianMixture, GMMFamily
-from .latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, augmented_latents, build_autoencoder, encode_by_class, few_shot_sample,
+from .latent import (LATENT_GRID, LatentAutoencoder, LatentSNOConfig, augmented_latents, build_autoencoder, encode_by_class, few_shot_sample, guided,
                      load_few_shot, prototype, recommended_augmentation, recommended_guidance, recommended_guidance_interval, sample_images, save_few_shot,
                      train_autoencoder, train_latent_sno)
 from .model import ScoreNeuralOperator, build_sno
@@ -32,6 +32,6 @@ __all__ = [
     "train_point_model", "train_sno",
     "LATENT_GRID", "LatentAutoencoder", "LatentSNOConfig", "build_autoencoder", "encode_by_class", "few_shot_sample",
     "prototype", "train_autoencoder", "train_latent_sno", "save_few_shot", "load_few_shot", "recommended_guidance", "recommended_guidance_interval",
-    "recommended_augmentation", "augmented_latents", "sample_images", "SupportAugmentation",
+    "recommended_augmentation", "augmented_latents", "sample_images", "guided", "SupportAugmentation",
     "PrototypeEncoder", "build_prototype_encoder",
 ]

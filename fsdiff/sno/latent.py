@@ -35,7 +35,7 @@ from .embedding import prototype_encoding
 from .prototype_encoder import PrototypeEncoder, build_prototype_encoder
 
 __all__ = ["LATENT_GRID", "LatentAutoencoder", "build_autoencoder", "train_autoencoder", "prototype",
-           "LatentSNOConfig", "train_latent_sno", "few_shot_sample", "sample_images", "encode_by_class", "save_few_shot", "load_few_shot",
+           "LatentSNOConfig", "train_latent_sno", "few_shot_sample", "guided", "sample_images", "encode_by_class", "save_few_shot", "load_few_shot",
            "recommended_guidance", "recommended_augmentation", "augmented_latents", "PrototypeScore", "build_prototype_score", "residual_statistics"]
 
 #: the latent grid: 7 x 14 points on the image domain [0, 1) x [0, 2)
@@ -266,24 +266,38 @@ def few_shot_sample(model: nn.Module, ae: LatentAutoencoder, sde: SDE, support: 
         cond = prototype_encoding(z.reshape(n, k, -1)).reshape(n, *z.shape[1:])
     kw = {} if residual_scale == 1 else {"residual_scale": float(residual_scale)}
 
-    def eta(x, t, g):
+    def batch_cond(x: torch.Tensor) -> torch.Tensor:
         if cond.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"{cond.shape[0]} per-sample prototypes for a batch of {x.shape[0]} (augmented sampling "
                              "evaluates the whole batch at once)")
-        c = cond.expand(x.shape[0], *cond.shape[1:])
-        e = model(x, t, g, c, **kw)
+        return cond.expand(x.shape[0], *cond.shape[1:])
+
+    eta = guided(lambda x, t, g: model(x, t, g, batch_cond(x), **kw),
+                 lambda x, t, g: model(x, t, g, torch.zeros_like(batch_cond(x)), **kw), guidance, guidance_interval)
+    return sample_images(eta, sde, ae, n, generator, steps, sampler, time_grid)
+
+
+def guided(eta_cond: Callable, eta_null: Callable, guidance: float,
+           interval: tuple[float, float] | None = None) -> Callable:
+    """Classifier-free guidance: ``eta(x, t, grid) = eta_null + w (eta_cond - eta_null)``, with ``w = guidance`` at
+    diffusion times in ``interval`` (every time when None) and 1 (``eta_cond`` alone) elsewhere; ``eta_null`` is
+    only evaluated where ``w != 1``. ``x (B, C, *grid.shape)``, ``t`` a float or ``(B,)``."""
+    lo, hi = (None, None) if interval is None else (float(interval[0]), float(interval[1]))
+
+    def eta(x, t, g):
+        e = eta_cond(x, t, g)
         if guidance == 1:
             return e
         w = torch.full((x.shape[0],), float(guidance), dtype=e.dtype)
-        if guidance_interval is not None:
+        if lo is not None:
             tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x.shape[0])
             w = torch.where((tt >= lo) & (tt <= hi), w, torch.ones_like(w))
             if bool((w == 1).all()):
                 return e
-        e0 = model(x, t, g, torch.zeros_like(c), **kw)
+        e0 = eta_null(x, t, g)
         return e0 + w.view(-1, *[1] * (e.ndim - 1)) * (e - e0)
 
-    return sample_images(eta, sde, ae, n, generator, steps, sampler, time_grid)
+    return eta
 
 
 @torch.no_grad()

@@ -297,3 +297,24 @@ def test_prototype_noise_blurs_training_prototypes_by_one_over_root_k():
         _, c1 = _draw_batch(latents, [3, 7], noisy, torch.Generator().manual_seed(1))
         # unit-variance latents: a K-shot prototype has variance 1/K, plus (0.5)^2/K of added noise
         assert abs(float(c0.var()) * k - 1.0) < 0.05 and abs(float(c1.var()) * k - 1.25) < 0.06, (k, c0.var(), c1.var())
+
+
+def test_guided_is_the_classifier_free_combination_and_skips_the_null_outside_its_interval():
+    from fsdiff.sno.latent import guided
+
+    calls = []
+
+    def cond(x, t, g):
+        return torch.full_like(x, 2.0)
+
+    def null(x, t, g):
+        calls.append(1)
+        return torch.full_like(x, 0.5)
+
+    x = torch.zeros(3, 1, 7, 14)
+    torch.testing.assert_close(guided(cond, null, 4.0)(x, 0.3, None), torch.full_like(x, 0.5 + 4.0 * 1.5))
+    assert guided(cond, null, 1.0)(x, 0.3, None).eq(2.0).all() and len(calls) == 1   # w = 1: the null is not evaluated
+    t = torch.tensor([0.1, 0.5, 0.9])
+    out = guided(cond, null, 4.0, (0.4, 0.6))(x, t, None)
+    assert out[0].eq(2.0).all() and out[2].eq(2.0).all() and out[1].eq(6.5).all()   # guided only inside [0.4, 0.6]
+    assert guided(cond, null, 4.0, (0.4, 0.6))(x, 0.9, None).eq(2.0).all() and len(calls) == 2
