@@ -135,6 +135,21 @@ def nearest_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (torch.cdist(a.flatten(1), b.flatten(1)) / a[0].numel() ** 0.5).min(1).values
 
 
+def paired_bootstrap_ci(a: list[float], b: list[float], n_boot: int = 4000, level: float = 0.95,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(a - b)`` over paired units (e.g. classes): ``(lo, hi)``.
+
+    ``a, b``: one value per unit, in the same order. The units are resampled with replacement."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"need two equally long lists of at least 2 paired values; got {len(a)} and {len(b)}")
+    d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    idx = torch.randint(len(d), (n_boot, len(d)), generator=torch.Generator().manual_seed(seed))
+    means = d[idx].mean(1)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(means, q).tolist()
+    return lo, hi
+
+
 def few_shot_metrics(classifier, c: int, x: torch.Tensor, real: torch.Tensor, floor_real: torch.Tensor,
                      support: torch.Tensor | None = None, others: torch.Tensor | None = None) -> dict:
     """One class's measures of generated images ``x (n, 1, 28, 56)`` of class ``c``.

@@ -81,6 +81,8 @@ class SNOMnist2Config:
     encoder_layers: int = 2
     encoder_channels: int = 8               # its local feature channels
     encoder_code: int = 16                  # its global code size
+    noise_tau: float = 8.0                  # Matern(1.5, tau) noise of the latent SDE (large tau: near-flat spectrum)
+    band_limited: bool = False              # the autoencoder's latents drop the Nyquist column (LatentAutoencoder)
     seed: int = 0
 
 
@@ -92,7 +94,7 @@ def train_few_shot_sno(cfg: SNOMnist2Config, ae: LatentAutoencoder, train: Doubl
     imgs = train.render(labels, DOUBLE_GRID, g)
     latents = encode_by_class(ae, imgs, labels)
     scale = float(torch.cat(list(latents.values())).std())
-    sde = fd.VPSDE(fd.Matern(alpha=1.5, tau=8.0).with_pointwise_variance(scale**2, LATENT_GRID))
+    sde = fd.VPSDE(fd.Matern(alpha=1.5, tau=cfg.noise_tau).with_pointwise_variance(scale**2, LATENT_GRID))
     encoder = (PrototypeEncoder(cfg.latent_channels, cfg.encoder_width, (3, 6), cfg.encoder_layers, cfg.encoder_channels,
                                 cfg.encoder_code) if cfg.encoder_width else None)
     net = fd.FNOScore(in_channels=cfg.latent_channels, width=cfg.sno_width, modes=(3, 6), n_layers=cfg.sno_layers,
@@ -126,7 +128,7 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
 
     # ---------------------------------------------------------------- autoencoder
     t0 = time.perf_counter()
-    ae = LatentAutoencoder(cfg.latent_channels, cfg.ae_width)
+    ae = LatentAutoencoder(cfg.latent_channels, cfg.ae_width, band_limited=cfg.band_limited)
     if few_shot is not None:  # evaluate a trained file again (its own config records its training)
         from fsdiff.sno.latent import load_few_shot
 
@@ -297,17 +299,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="condition on a PrototypeEncoder of this width (local features and a global code; 0: raw prototype)")
     p.add_argument("--sno-width", type=int, default=None, help="width of the latent score operator")
     p.add_argument("--sno-steps", type=int, default=None, help="training steps of the latent score operator")
+    p.add_argument("--noise-tau", type=float, default=None,
+                   help="tau of the latent SDE's Matern(1.5, tau) noise (default 8; large: a near-flat spectrum)")
+    p.add_argument("--band-limited", action="store_true", help="the autoencoder's latents drop their Nyquist column")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = SNOMnist2Config()
     for key, v in (("drop_prototype", a.drop_prototype), ("guidances", a.guidances),
                    ("residual_scales", a.residual_scales), ("statistics_shots", a.statistics_shots),
                    ("prototype_noise", a.prototype_noise), ("support_augmentation", a.support_augmentation),
-                   ("encoder_width", a.encoder_width), ("sno_width", a.sno_width), ("sno_steps", a.sno_steps)):
+                   ("encoder_width", a.encoder_width), ("sno_width", a.sno_width), ("sno_steps", a.sno_steps),
+                   ("noise_tau", a.noise_tau)):
         if v is not None:
             cfg = dataclasses.replace(cfg, **{key: tuple(v) if isinstance(v, list) else v})
     if a.uncentred:
         cfg = dataclasses.replace(cfg, centred=False)
+    if a.band_limited:
+        cfg = dataclasses.replace(cfg, band_limited=True)
     if a.quick:
         cfg = dataclasses.replace(cfg, ae_steps=20, bank_per_class=52, sno_steps=20, sno_width=8, sno_layers=1,
                                   eval_seen=2, n_generate=2, n_real=3, sample_steps=2)

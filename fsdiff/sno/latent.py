@@ -51,14 +51,21 @@ class LatentAutoencoder(nn.Module):
 
     Two stride-2 stages each way (nearest upsampling + convolution in the decoder), SiLU, periodic
     padding. ``spec`` is plain data (:func:`build_autoencoder`).
+
+    ``band_limited``: ``encode`` drops the Nyquist column of the even 14-point axis, as fsdiff does for
+    every function on an even grid (:mod:`fsdiff.grid`). The Q-Wiener noise has no Nyquist mode, so a
+    latent that kept it would carry an un-noised trace of the data at every diffusion time in training,
+    which sampling can never reproduce (it starts with none and never makes any).
     """
 
-    def __init__(self, latent_channels: int = 4, width: int = 24):
+    def __init__(self, latent_channels: int = 4, width: int = 24, band_limited: bool = True):
         super().__init__()
         for name, v in (("latent_channels", latent_channels), ("width", width)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer; got {v!r}")
-        self.latent_channels, self.width = latent_channels, width
+        if not isinstance(band_limited, bool):
+            raise ValueError(f"band_limited must be True or False; got {band_limited!r}")
+        self.latent_channels, self.width, self.band_limited = latent_channels, width, band_limited
         w = width
         self.encoder = nn.Sequential(_conv(1, w), nn.SiLU(), _conv(w, w, 3, 2), nn.SiLU(), _conv(w, 2 * w), nn.SiLU(),
                                      _conv(2 * w, 2 * w, 3, 2), nn.SiLU(), _conv(2 * w, latent_channels))
@@ -68,12 +75,16 @@ class LatentAutoencoder(nn.Module):
 
     @property
     def spec(self) -> dict:
-        return {"type": "latent_autoencoder", "latent_channels": self.latent_channels, "width": self.width}
+        return {"type": "latent_autoencoder", "latent_channels": self.latent_channels, "width": self.width,
+                "band_limited": self.band_limited}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 56):
             raise ValueError(f"images must be (B, 1, 28, 56) double digits on the native grid; got {tuple(x.shape)}")
-        return self.encoder(x)
+        z = self.encoder(x)
+        if self.band_limited:
+            z = LATENT_GRID.irfft(LATENT_GRID.rfft(z) * LATENT_GRID.mode_mask.to(z.device))
+        return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 4 or tuple(z.shape[1:]) != (self.latent_channels, *LATENT_GRID.shape):
@@ -82,10 +93,11 @@ class LatentAutoencoder(nn.Module):
 
 
 def build_autoencoder(spec: dict) -> LatentAutoencoder:
-    """Rebuild from ``spec`` (``"type": "latent_autoencoder"``); ``ValueError`` otherwise."""
+    """Rebuild from ``spec`` (``"type": "latent_autoencoder"``); ``ValueError`` otherwise. A spec without
+    ``band_limited`` (written before it existed) rebuilds the unprojected encoder it was trained as."""
     if not isinstance(spec, dict) or spec.get("type") != "latent_autoencoder":
         raise ValueError(f"expected a latent autoencoder spec (type 'latent_autoencoder'); got {spec!r}")
-    return LatentAutoencoder(**{k: v for k, v in spec.items() if k != "type"})
+    return LatentAutoencoder(**{"band_limited": False, **{k: v for k, v in spec.items() if k != "type"}})
 
 
 def train_autoencoder(model: LatentAutoencoder, draw: Callable[[int, torch.Generator], torch.Tensor], steps: int,
@@ -429,6 +441,7 @@ class PrototypeScore(nn.Module):
         if encoder is not None and (not isinstance(encoder, PrototypeEncoder) or encoder.channels != channels):
             raise ValueError(f"encoder must be a PrototypeEncoder of {channels}-channel prototypes; got {encoder!r}")
         extra = channels if encoder is None else encoder.out_dim
+
         if getattr(net, "cond_channels", None) != channels + extra:
             what = "prototype" if encoder is None else "prototype encoding"
             raise ValueError(f"the residual network needs cond_channels = {channels + extra} (Wiener estimate + {what})")

@@ -67,6 +67,21 @@ def test_autoencoder_shapes_round_trip_and_errors():
         prototype(torch.zeros(0, 4, 7, 14))
 
 
+def test_band_limited_latents_have_no_nyquist_column_and_old_specs_stay_unprojected():
+    torch.manual_seed(0)
+    ae = LatentAutoencoder(latent_channels=2, width=4)
+    x = DoubleDigits("test", classes="all").sample(DOUBLE_GRID, 2, torch.Generator().manual_seed(0))
+    z_hat = torch.fft.rfft2(ae.encode(x))
+    assert ae.band_limited and z_hat[..., -1].abs().max() < 1e-5   # the 14-point axis's mode 7 is gone
+    assert z_hat[..., -2].abs().max() > 1e-3                           # mode 6 is kept
+    raw = ae.encoder(x)   # the projection removes the Nyquist column and nothing else
+    torch.testing.assert_close(torch.fft.rfft2(raw)[..., :-1], z_hat[..., :-1], atol=1e-4, rtol=1e-4)
+    old = {k: v for k, v in ae.spec.items() if k != "band_limited"}   # written before band_limited existed
+    assert build_autoencoder(old).band_limited is False and build_autoencoder(ae.spec).band_limited is True
+    with pytest.raises(ValueError, match="band_limited"):
+        LatentAutoencoder(band_limited=1)
+
+
 def _tiny(tmp_path):
     torch.manual_seed(0)
     ae = LatentAutoencoder(latent_channels=2, width=4)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fsdiff._paths import REPO_ROOT
 
@@ -183,3 +184,32 @@ def test_one_hot_domination_needs_both_measures():
     assert b.dominated_by({"both_right": 0.30, "fd": 300.0}, one_hot) == ["one_hot_seen"]   # w6 is worse on FD
     assert b.dominated_by({"both_right": 0.30, "fd": 400.0}, one_hot) == ["one_hot_seen", "one_hot_seen_w6"]
     assert b.dominated_by({"both_right": 0.99, "fd": 330.0}, one_hot) == []           # a tie is not domination
+
+
+def test_paired_bootstrap_interval():
+    c = _study("_common")
+    assert c.paired_bootstrap_ci([0.5, 0.7, 0.9], [0.4, 0.6, 0.8]) == pytest.approx((0.1, 0.1))   # constant difference
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(40, generator=g).tolist(), torch.randn(40, generator=g).tolist()
+    lo, hi = c.paired_bootstrap_ci(a, b)
+    mean = sum(x - y for x, y in zip(a, b)) / 40
+    assert lo < mean < hi and 0.3 < hi - lo < 1.0   # about 2 x 1.96 sqrt(2 / 40) = 0.88 wide
+    with pytest.raises(ValueError, match="paired"):
+        c.paired_bootstrap_ci([1.0, 2.0], [1.0])
+
+
+def test_significant_domination_needs_an_interval_clear_of_zero():
+    b = _study("sno_mnist2_baselines")
+
+    def rows(br, fd):
+        return {"both_right": sum(br) / len(br), "fd": sum(fd) / len(fd),
+                "per_class": [{"class": f"{i:02d}", "both_right": x, "fd": y} for i, (x, y) in enumerate(zip(br, fd))]}
+
+    sno = rows([0.90, 0.80, 0.95, 0.85], [150.0, 160.0, 140.0, 170.0])
+    clearly_better = rows([0.99, 0.90, 0.99, 0.95], [150.0, 160.0, 140.0, 170.0])    # +0.05 to +0.10 in every class
+    noisy = rows([0.99, 0.75, 0.99, 0.82], [150.0, 160.0, 140.0, 170.0])             # better on average, not in every class
+    worse_fd = rows([0.99, 0.90, 0.99, 0.95], [250.0, 260.0, 240.0, 270.0])
+    assert b.significantly_dominated_by(sno, {"a": clearly_better, "b": noisy, "c": worse_fd}) == ["a"]
+    assert b.dominated_by(sno, {"b": noisy}) == ["b"]   # the plain means would call it domination
+    with pytest.raises(ValueError, match="different classes"):
+        b.significantly_dominated_by(sno, {"x": rows([0.9], [1.0])})
