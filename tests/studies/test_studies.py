@@ -213,3 +213,19 @@ def test_significant_domination_needs_an_interval_clear_of_zero():
     assert b.dominated_by(sno, {"b": noisy}) == ["b"]   # the plain means would call it domination
     with pytest.raises(ValueError, match="different classes"):
         b.significantly_dominated_by(sno, {"x": rows([0.9], [1.0])})
+
+
+def test_choice_rule_also_bounds_the_pull_towards_the_support():
+    g = _study("sno_mnist2_guidance")
+    full = (0.0, 1.0)
+    settings = [(6.0, full, 0.0), (6.0, full, 1.0)]
+
+    def a(br, ratio, control):
+        return {"both_right": br, "nearest_support_samples": ratio, "nearest_support_real": 1.0,
+                "nearest_others_samples": control, "nearest_others_real": 1.0}
+
+    # no augmentation: ratio 1.05 but support / control 1.05 / 1.4 = 0.75 (thick near copies); strength 1 clears both
+    agg = {"w6_t0-1": {"K1": a(0.9, 1.05, 1.4), "K5": a(0.95, 1.1, 1.1)},
+           "w6_t0-1_aug1": {"K1": a(0.8, 1.1, 1.2), "K5": a(0.9, 1.1, 1.1)}}
+    assert g.memorisation_margin(agg["w6_t0-1"]["K1"]) == pytest.approx(1.05 / 1.4 / 0.85)
+    assert g._choose(agg, settings) == {1: (6.0, full, 1.0), 5: (6.0, full, 0.0)}
