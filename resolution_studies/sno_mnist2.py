@@ -254,6 +254,8 @@ def _summary(s: dict) -> str:
              f"{c['sno_steps']} steps ({s['timings']['latent_sno_s']:.0f} s); sampler Heun PF-ODE, {c['sample_steps']} steps. "
              f"Unseen classes: {', '.join(s['held_out_classes'])}. Runtime {s['timings']['total_s']:.0f} s on "
              f"{s['torch_threads']} thread(s).", "",
+             f"Latent SDE: VP with Matern(1.5, tau = {c.get('noise_tau', 8.0):g}) noise scaled to the latents' pointwise "
+             f"variance; latents {'band-limited (no Nyquist column)' if c.get('band_limited') else 'with their Nyquist column'}.", "",
              (f"Latent score operator: FNOScore width {c['sno_width']}, {c['sno_layers']} layers, conditioned on "
               + (f"a PrototypeEncoder of the prototype (width {c['encoder_width']}, {c.get('encoder_layers', 2)} layers, "
                  f"{c.get('encoder_channels', 8)} local channels, a {c.get('encoder_code', 16)}-D global code)."

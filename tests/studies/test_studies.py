@@ -229,3 +229,11 @@ def test_choice_rule_also_bounds_the_pull_towards_the_support():
            "w6_t0-1_aug1": {"K1": a(0.8, 1.1, 1.2), "K5": a(0.9, 1.1, 1.1)}}
     assert g.memorisation_margin(agg["w6_t0-1"]["K1"]) == pytest.approx(1.05 / 1.4 / 0.85)
     assert g._choose(agg, settings) == {1: (6.0, full, 1.0), 5: (6.0, full, 0.0)}
+
+
+def test_sno_mnist2_diagnosis_quick(tmp_path):
+    assert _study("sno_mnist2_diagnosis").main(["--quick", "--out", str(tmp_path)]) == 0
+    s = json.loads((tmp_path / "results.json").read_text())
+    assert set(s["residual_windows"]) == {"0-1", "0-0", "0-0.2", "0-0.5", "0.2-1", "0.5-1"}
+    assert s["spectrum"]["nyquist_noise"] == 0.0          # the Q-Wiener noise never reaches the Nyquist column
+    assert 0 <= s["latent"]["lowpass_3"] <= 1 and "## 3." in (tmp_path / "summary.md").read_text()
