@@ -215,7 +215,8 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | No
                "validation_final_loss": sum(losses[-100:]) / len(losses[-100:]), "sno_steps": cfg.sno_steps,
                "settings": [_setting_key(*s) for s in settings], "rule": "one guidance weight and interval; per K = 1, 5 "
                f"the augmentation with the most both-right among those with memorisation ratio >= {MEMORISATION_FLOOR} "
-               "at that K; the weight with the best mean both-right over K = 1, 5 (else the highest smaller ratio)",
+               f"and support / control >= {SUPPORT_PULL_FLOOR} at that K; the weight with the best mean both-right over "
+               "K = 1, 5 (else the setting nearest both bounds at every K)",
                "chosen": {f"K{k}": _setting_key(*st) for k, st in chosen.items()},
                "recommendation": recommendation(chosen),
                "old_setting": {f"K{k}": _setting_key(*st) for k, st in old.items()},
