@@ -215,7 +215,10 @@ def _figure(out: Path, shown: dict) -> None:
                 ax.imshow(panels[j].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
             elif j == 0:
                 ax.text(0.5, 0.5, "no support", ha="center", va="center", fontsize=7, transform=ax.transAxes)
-        axes[i, 0].set_ylabel(f"{key}\nclass {cls}", fontsize=7)
+        model, _, rest = key.partition("_seen" if "_seen" in key else "_unseen")
+        group = "seen" if "_seen" in key else "unseen"   # short horizontal labels: long rotated ones overlap
+        axes[i, 0].set_ylabel(f"{model}\n{group} {rest.lstrip('_')}\nclass {cls}", fontsize=6, rotation=0,
+                              ha="right", va="center")
     axes[0, 0].set_title("support", fontsize=8)
     axes[0, 1].set_title("generated", fontsize=8, loc="left")
     fig.tight_layout()
