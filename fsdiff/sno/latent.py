@@ -441,7 +441,6 @@ class PrototypeScore(nn.Module):
         if encoder is not None and (not isinstance(encoder, PrototypeEncoder) or encoder.channels != channels):
             raise ValueError(f"encoder must be a PrototypeEncoder of {channels}-channel prototypes; got {encoder!r}")
         extra = channels if encoder is None else encoder.out_dim
-
         if getattr(net, "cond_channels", None) != channels + extra:
             what = "prototype" if encoder is None else "prototype encoding"
             raise ValueError(f"the residual network needs cond_channels = {channels + extra} (Wiener estimate + {what})")
