@@ -83,6 +83,7 @@ class SNOMnist2Config:
     encoder_code: int = 16                  # its global code size
     noise_tau: float = 8.0                  # Matern(1.5, tau) noise of the latent SDE (large tau: near-flat spectrum)
     band_limited: bool = False              # the autoencoder's latents drop the Nyquist column (LatentAutoencoder)
+    time_sampling: str = "edm"              # the DSM time density (fsdiff.losses.TIME_SAMPLINGS)
     seed: int = 0
 
 
@@ -105,7 +106,7 @@ def train_few_shot_sno(cfg: SNOMnist2Config, ae: LatentAutoencoder, train: Doubl
     else:
         stats = SpectralStatistics(LATENT_GRID.shape, LATENT_GRID.length, cfg.latent_channels).fit(torch.cat(list(latents.values())))
     model = PrototypeScore(net, sde, stats, centred=cfg.centred, encoder=encoder)
-    scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond",
+    scfg = LatentSNOConfig(steps=cfg.sno_steps, shots=cfg.shots, weighting="precond", time_sampling=cfg.time_sampling,
                            drop_prototype=cfg.drop_prototype, prototype_noise=cfg.prototype_noise)
     support_latents = None
     if cfg.support_augmentation > 0:
@@ -255,7 +256,8 @@ def _summary(s: dict) -> str:
              f"Unseen classes: {', '.join(s['held_out_classes'])}. Runtime {s['timings']['total_s']:.0f} s on "
              f"{s['torch_threads']} thread(s).", "",
              f"Latent SDE: VP with Matern(1.5, tau = {c.get('noise_tau', 8.0):g}) noise scaled to the latents' pointwise "
-             f"variance; latents {'band-limited (no Nyquist column)' if c.get('band_limited') else 'with their Nyquist column'}.", "",
+             f"variance; latents {'band-limited (no Nyquist column)' if c.get('band_limited') else 'with their Nyquist column'}; "
+             f"DSM times drawn {c.get('time_sampling', 'edm')}.", "",
              (f"Latent score operator: FNOScore width {c['sno_width']}, {c['sno_layers']} layers, conditioned on "
               + (f"a PrototypeEncoder of the prototype (width {c['encoder_width']}, {c.get('encoder_layers', 2)} layers, "
                  f"{c.get('encoder_channels', 8)} local channels, a {c.get('encoder_code', 16)}-D global code)."
@@ -303,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sno-steps", type=int, default=None, help="training steps of the latent score operator")
     p.add_argument("--noise-tau", type=float, default=None,
                    help="tau of the latent SDE's Matern(1.5, tau) noise (default 8; large: a near-flat spectrum)")
+    p.add_argument("--time-sampling", choices=("uniform", "log_std", "edm"), default=None,
+                   help="the DSM time density (default edm; uniform puts more training at large t)")
     p.add_argument("--band-limited", action="store_true", help="the autoencoder's latents drop their Nyquist column")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -311,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                    ("residual_scales", a.residual_scales), ("statistics_shots", a.statistics_shots),
                    ("prototype_noise", a.prototype_noise), ("support_augmentation", a.support_augmentation),
                    ("encoder_width", a.encoder_width), ("sno_width", a.sno_width), ("sno_steps", a.sno_steps),
-                   ("noise_tau", a.noise_tau)):
+                   ("noise_tau", a.noise_tau), ("time_sampling", a.time_sampling)):
         if v is not None:
             cfg = dataclasses.replace(cfg, **{key: tuple(v) if isinstance(v, list) else v})
     if a.uncentred:
