@@ -22,7 +22,7 @@ from fsdiff.io import load_checkpoint, save_checkpoint
 from fsdiff.sno.latent import FEW_SHOT_KIND, recommended_augmentation, recommended_guidance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sno_mnist2_guidance import control_ratio, memorisation_ratio  # noqa: E402
+from sno_mnist2_guidance import memorisation_ratio, support_pull  # noqa: E402
 
 
 def sampling_block(results: dict, trained_by: str) -> dict:
@@ -34,9 +34,8 @@ def sampling_block(results: dict, trained_by: str) -> dict:
     for k in (1, 5, 50):
         a = test.get(chosen["K1" if k < 5 else "K5"], {}).get(f"K{k}")
         if a is not None:
-            ratio, control = memorisation_ratio(a), control_ratio(a)
-            figures.append(f"K = {k}: both right {a['both_right']:.2f}, memorisation ratio {ratio:.2f} "
-                           f"(support / control {ratio / control:.2f})")
+            figures.append(f"K = {k}: both right {a['both_right']:.2f}, memorisation ratio {memorisation_ratio(a):.2f} "
+                           f"(support / control {support_pull(a):.2f})")
     rec["note"] = (f"{trained_by}; sampling settings chosen on validation classes {', '.join(results['validation_classes'])} "
                    f"by resolution_studies/sno_mnist2_guidance.py (rule: {results['rule']}): {chosen['K1']} for K < 5, "
                    f"{chosen['K5']} for K >= 5. Unseen test classes: " + "; ".join(figures) + ".")

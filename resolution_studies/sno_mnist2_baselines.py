@@ -215,8 +215,8 @@ def _figure(out: Path, shown: dict) -> None:
                 ax.imshow(panels[j].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
             elif j == 0:
                 ax.text(0.5, 0.5, "no support", ha="center", va="center", fontsize=7, transform=ax.transAxes)
-        model, _, rest = key.partition("_seen" if "_seen" in key else "_unseen")
         group = "seen" if "_seen" in key else "unseen"   # short horizontal labels: long rotated ones overlap
+        model, _, rest = key.partition(f"_{group}")
         axes[i, 0].set_ylabel(f"{model}\n{group} {rest.lstrip('_')}\nclass {cls}", fontsize=6, rotation=0,
                               ha="right", va="center")
     axes[0, 0].set_title("support", fontsize=8)
@@ -266,8 +266,7 @@ def significantly_dominated_by(sno: dict, one_hot: dict[str, dict], level: float
             raise ValueError(f"{k} and the SNO setting were measured on different classes")
         br = paired_bootstrap_ci([x["both_right"] for x in a], [x["both_right"] for x in b], level=level)
         fd = paired_bootstrap_ci([x["fd"] for x in b], [x["fd"] for x in a], level=level)  # > 0: the one-hot FD is lower
-        better = (br[0] > 0 and fd[1] >= 0) or (fd[0] > 0 and br[1] >= 0)
-        if better:
+        if (br[0] > 0 and fd[1] >= 0) or (fd[0] > 0 and br[1] >= 0):
             out.append(k)
     return out
 

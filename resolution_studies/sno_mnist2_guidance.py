@@ -112,12 +112,17 @@ def control_ratio(a: dict) -> float:
     return a["nearest_others_samples"] / a["nearest_others_real"]
 
 
+def support_pull(a: dict) -> float:
+    """Support / control: the memorisation ratio over the control ratio (1: no pull towards the support)."""
+    return memorisation_ratio(a) / control_ratio(a)
+
+
 def memorisation_margin(a: dict) -> float:
     """How well a setting's measures ``a`` clear the memorisation bounds: ``min(ratio / MEMORISATION_FLOOR,
-    (ratio / control) / SUPPORT_PULL_FLOOR)`` (>= 1: both cleared; the control enters when it was measured)."""
+    support_pull / SUPPORT_PULL_FLOOR)`` (>= 1: both cleared; the control enters when it was measured)."""
     r = memorisation_ratio(a) / MEMORISATION_FLOOR
     if "nearest_others_samples" in a:
-        r = min(r, memorisation_ratio(a) / control_ratio(a) / SUPPORT_PULL_FLOOR)
+        r = min(r, support_pull(a) / SUPPORT_PULL_FLOOR)
     return r
 
 
@@ -299,9 +304,8 @@ def _summary(s: dict) -> str:
         key = s["chosen"]["K1" if k < 5 else "K5"]
         a = s["test"].get(key, {}).get(f"K{k}")
         if a is not None:
-            control = control_ratio(a)
             lines.append(f"| {k} | {key} | {a['both_right']:.3f} | {a['fd']:.1f} ({a['fd_floor']:.1f}) | {memorisation_ratio(a):.2f} | "
-                         f"{control:.2f} | {memorisation_ratio(a) / control:.2f} |")
+                         f"{control_ratio(a):.2f} | {support_pull(a):.2f} |")
     lines += ["", f"Runtime {s['timings']['total_s']:.0f} s on {s['torch_threads']} thread(s). Figures: `validation.png`, "
               "`test_samples.png` (support | generated)."]
     return "\n".join(lines) + "\n"
