@@ -25,7 +25,8 @@ times are traded off. In terms of the preconditioned score ``S = Q grad log p_t`
 Times are drawn on ``[eps, T]``: ``"uniform"`` in ``t``, ``"log_std"`` uniform in
 ``log s(t)`` (more weight at small noise levels), or ``"edm"``: EDM's log-normal noise levels,
 ``ln(s/m) ~ N(-1.2, 1.2²)``, clamped to ``[eps, T]`` (most weight at intermediate noise, where
-the shapes of the data are decided).
+the shapes of the data are decided), or ``"edm_uniform"``: an equal mixture of ``"edm"`` and
+``"uniform"`` (EDM's weight on intermediate noise, with half the draws spread over large t too).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from .sde import SDE
 
 __all__ = ["TIME_SAMPLINGS", "WEIGHTINGS", "sample_time", "loss_weight", "dsm_loss"]
 
-TIME_SAMPLINGS = ("uniform", "log_std", "edm")
+TIME_SAMPLINGS = ("uniform", "log_std", "edm", "edm_uniform")
 WEIGHTINGS = ("none", "score", "likelihood", "precond")
 #: EDM's log-normal density of the noise level sigma = s(t) / m(t): ln sigma ~ N(P_MEAN, P_STD²)
 EDM_P_MEAN, EDM_P_STD = -1.2, 1.2
@@ -59,6 +60,16 @@ def _time_from_std(sde: SDE, target: torch.Tensor, lo: float, hi: float, iters: 
     return 0.5 * (a + b)
 
 
+def _edm_time(sde: SDE, u: torch.Tensor, eps: float, T: float) -> torch.Tensor:
+    """EDM's log-normal noise level of the uniform draws ``u``, clamped to ``[eps, T]``, as times: float64."""
+    from .sampling.timesteps import _invert_noise_level, noise_level
+
+    z = math.sqrt(2.0) * torch.erfinv((2 * u - 1).clamp(-1 + 1e-12, 1 - 1e-12))
+    lo, hi = float(noise_level(sde, eps)), float(noise_level(sde, T))
+    sig = torch.exp(EDM_P_MEAN + EDM_P_STD * z).clamp(lo, hi)
+    return _invert_noise_level(sde, sig, eps, T)
+
+
 def sample_time(
     n: int, sde: SDE, generator: torch.Generator | None = None, time_sampling: str = "uniform",
     eps: float = 1e-3, device: torch.device | str | None = None,
@@ -73,15 +84,12 @@ def sample_time(
     if not 0 < eps < T:
         raise ValueError(f"eps must lie in (0, T={T}); got {eps}")
     u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device if generator is not None else "cpu")
-    if time_sampling == "uniform":
+    if time_sampling == "edm_uniform":  # u < 1/2 picks EDM, the rest uniform; 2u mod 1 is again uniform on [0, 1)
+        t = torch.where(u < 0.5, _edm_time(sde, (2 * u).clamp(max=1.0), eps, T), eps + (T - eps) * (2 * u - 1).clamp(min=0.0))
+    elif time_sampling == "uniform":
         t = eps + (T - eps) * u
     elif time_sampling == "edm":
-        from .sampling.timesteps import _invert_noise_level, noise_level
-
-        z = math.sqrt(2.0) * torch.erfinv((2 * u - 1).clamp(-1 + 1e-12, 1 - 1e-12))
-        lo, hi = float(noise_level(sde, eps)), float(noise_level(sde, T))
-        sig = torch.exp(EDM_P_MEAN + EDM_P_STD * z).clamp(lo, hi)
-        t = _invert_noise_level(sde, sig, eps, T)
+        t = _edm_time(sde, u, eps, T)
     else:
         lo, hi = math.log(float(sde.std(eps))), math.log(float(sde.std(T)))
         t = _time_from_std(sde, torch.exp(lo + (hi - lo) * u), eps, T)

@@ -176,6 +176,27 @@ def few_shot_metrics(classifier, c: int, x: torch.Tensor, real: torch.Tensor, fl
     return r
 
 
+def cached_training(path: Path | None, key: dict, train, read, write, log=print):
+    """``(result, training seconds)`` of ``train()``, or of the file at ``path`` when it was trained with ``key``.
+
+    ``read(path) -> (stored key, result, seconds)`` reads a file back; ``write(path, key, result, seconds)`` saves
+    a new result (only when ``path`` is given). ``key`` is compared as JSON (tuples as lists)."""
+    import json
+
+    key = json.loads(json.dumps(key))
+    if path is not None and Path(path).exists():
+        stored, result, seconds = read(Path(path))
+        if stored == key:
+            log(f"reusing {path}")
+            return result, seconds
+    t0 = time.perf_counter()
+    result = train()
+    seconds = time.perf_counter() - t0
+    if path is not None:
+        write(Path(path), key, result, seconds)
+    return result, seconds
+
+
 def write_summary(out: Path, text: str) -> None:
     """``out/summary.md``: the generated ``text``, then the hand-written ``out/reading.md`` if there is one
     (so a rerun refreshes the tables and keeps the reading)."""

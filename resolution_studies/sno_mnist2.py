@@ -39,6 +39,7 @@ from fsdiff.data import CLASS_NAMES, DOUBLE_GRID, DoubleDigits
 from fsdiff.eval.classifier import load_or_train_classifier
 from fsdiff.eval.quality import CLASSIFIER_DIR
 from fsdiff.io import save_checkpoint, write_json
+from fsdiff.losses import TIME_SAMPLINGS
 from fsdiff.plotting import save_figure
 from fsdiff.data.statistics import SpectralStatistics
 from fsdiff.sno.augment import SupportAugmentation
@@ -305,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sno-steps", type=int, default=None, help="training steps of the latent score operator")
     p.add_argument("--noise-tau", type=float, default=None,
                    help="tau of the latent SDE's Matern(1.5, tau) noise (default 8; large: a near-flat spectrum)")
-    p.add_argument("--time-sampling", choices=("uniform", "log_std", "edm"), default=None,
-                   help="the DSM time density (default edm; uniform puts more training at large t)")
+    p.add_argument("--time-sampling", choices=TIME_SAMPLINGS, default=None,
+                   help="the DSM time density (default edm; uniform puts more training at large t, edm_uniform half of it)")
     p.add_argument("--band-limited", action="store_true", help="the autoencoder's latents drop their Nyquist column")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)

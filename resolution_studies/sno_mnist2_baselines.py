@@ -30,7 +30,6 @@ Run: ``FSDIFF_DATA_DIR=../shared/data python resolution_studies/sno_mnist2_basel
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -48,7 +47,7 @@ from fsdiff.sno.latent import (LATENT_GRID, LatentSNOConfig, build_prototype_sco
                                train_latent_sno)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import checkpoint_study_main, few_shot_metrics, paired_bootstrap_ci, write_summary  # noqa: E402
+from _common import cached_training, checkpoint_study_main, few_shot_metrics, paired_bootstrap_ci, write_summary  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_baselines"
 NULL_LABEL = -1   # the one-hot model's null conditioning
@@ -101,22 +100,20 @@ def cached_one_hot(make, key: dict, work_dir: Path | None, train, log=print) -> 
     trained with the same ``key`` (the SNO's settings and spec, steps, label dropout), else ``train()`` and save."""
     from fsdiff.io import load_checkpoint, save_checkpoint
 
-    key = json.loads(json.dumps(key))
-    path = None if work_dir is None else Path(work_dir) / "one_hot.pt"
-    if path is not None and path.exists():
+    def read(path):
         ck = load_checkpoint(path)
-        if ck["config"].get("key") == key:
-            model = make()
-            model.load_state_dict(ck["model"]["state_dict"])
-            log(f"reusing the one-hot model {path}")
-            return model.eval(), list(ck["config"]["losses"]), float(ck["config"]["seconds"])
-    t0 = time.perf_counter()
-    model, losses = train()
-    seconds = time.perf_counter() - t0
-    if path is not None:
+        model = make()
+        model.load_state_dict(ck["model"]["state_dict"])
+        return ck["config"].get("key"), (model.eval(), list(ck["config"]["losses"])), float(ck["config"]["seconds"])
+
+    def write(path, key, result, seconds):
+        model, losses = result
         save_checkpoint(path, {"config": {"key": key, "losses": losses, "seconds": seconds},
                                "model": {"spec": {"type": "one_hot_baseline", "score": key.get("spec")},
                                          "state_dict": model.state_dict()}, "step": len(losses)})
+
+    path = None if work_dir is None else Path(work_dir) / "one_hot.pt"
+    (model, losses), seconds = cached_training(path, key, train, read, write, log)
     return model, losses, seconds
 
 

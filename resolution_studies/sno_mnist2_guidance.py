@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -57,7 +56,7 @@ from fsdiff.sno.latent import (few_shot_sample, load_few_shot, recommended_augme
                                recommended_guidance_interval)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import checkpoint_study_main, few_shot_metrics, write_summary  # noqa: E402
+from _common import cached_training, checkpoint_study_main, few_shot_metrics, write_summary  # noqa: E402
 from sno_mnist2 import SNOMnist2Config, train_few_shot_sno  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_guidance"
@@ -158,21 +157,23 @@ def validation_model(cfg: SNOMnist2Config, ae, train70: DoubleDigits, work_dir: 
     ``work_dir/validation_model.pt`` when that file was trained with the same settings and classes."""
     from fsdiff.sno.latent import save_few_shot
 
-    key = json.loads(json.dumps({"study": dataclasses.asdict(cfg), "classes": list(train70.classes)}))
-    path = None if work_dir is None else Path(work_dir) / "validation_model.pt"
-    if path is not None and path.exists():
+    def train():
+        torch.manual_seed(cfg.seed)
+        return train_few_shot_sno(cfg, ae, train70, torch.Generator().manual_seed(cfg.seed), log)
+
+    def read(path):
         _, sno, sde, config = load_few_shot(path, with_config=True)
-        if config.get("validation") == key:
-            log(f"reusing the validation model {path}")
-            return sno, sde, config["losses"], config["training_s"]
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    sno, sde, losses = train_few_shot_sno(cfg, ae, train70, torch.Generator().manual_seed(cfg.seed), log)
-    t_train = time.perf_counter() - t0
-    if path is not None:
-        save_few_shot(path, ae, sno, sde, config={"validation": key, "losses": losses, "training_s": t_train},
+        return config.get("validation"), (sno, sde, config["losses"]), config["training_s"]
+
+    def write(path, key, result, seconds):
+        sno, sde, losses = result
+        save_few_shot(path, ae, sno, sde, config={"validation": key, "losses": losses, "training_s": seconds},
                       step=cfg.sno_steps)
-    return sno, sde, losses, t_train
+
+    key = {"study": dataclasses.asdict(cfg), "classes": list(train70.classes)}
+    path = None if work_dir is None else Path(work_dir) / "validation_model.pt"
+    (sno, sde, losses), seconds = cached_training(path, key, train, read, write, log)
+    return sno, sde, losses, seconds
 
 
 def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | None = None) -> dict:

@@ -157,3 +157,19 @@ def test_weightings_rescale_the_eta_loss():
         dsm_loss(model, x0, weighting="snr", **kw)
     with pytest.raises(ValueError, match="shape"):
         dsm_loss(model, x0, sde, fd.Grid((8, 8)))
+
+
+def test_edm_uniform_time_sampling_is_the_even_mixture_of_its_two_densities():
+    from scipy.stats import norm
+
+    from fsdiff.losses import EDM_P_MEAN, EDM_P_STD
+    from fsdiff.sampling.timesteps import noise_level
+
+    sde, eps = fd.VPSDE(fd.Matern()), 1e-3
+    t = sample_time(40000, sde, torch.Generator().manual_seed(3), "edm_uniform", eps=eps).double()
+    assert float(t.min()) >= eps - 1e-7 and float(t.max()) <= 1.0
+    for q in (0.01, 0.05, 0.2, 0.5, 0.8, 0.99):  # closed-form CDF: the mean of the log-normal's and the uniform's
+        edm_cdf = norm.cdf((math.log(float(noise_level(sde, torch.tensor(q, dtype=torch.float64)))) - EDM_P_MEAN) / EDM_P_STD)
+        expected = 0.5 * edm_cdf + 0.5 * (q - eps) / (1 - eps)
+        assert abs(float((t <= q).double().mean()) - expected) < 0.01, (q, expected)
+    torch.testing.assert_close(t.float(), sample_time(40000, sde, torch.Generator().manual_seed(3), "edm_uniform", eps=eps))

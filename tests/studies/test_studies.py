@@ -176,6 +176,30 @@ def test_one_hot_baseline_is_cached_by_its_settings(tmp_path):
     assert len(calls) == 3
 
 
+def test_cached_training_reads_back_only_a_file_trained_with_the_same_key(tmp_path):
+    c = _study("_common")
+    calls, store = [], {}
+
+    def train():
+        calls.append(1)
+        return f"model {len(calls)}"
+
+    def read(path):
+        return store[path]
+
+    def write(path, key, result, seconds):
+        store[path] = (key, result, seconds)
+        path.write_text("x")
+
+    path = tmp_path / "m.pt"
+    first, _ = c.cached_training(path, {"steps": 5, "shots": (1, 5)}, train, read, write)
+    again, _ = c.cached_training(path, {"steps": 5, "shots": (1, 5)}, train, read, write)   # tuples compare as lists
+    assert (first, again, len(calls)) == ("model 1", "model 1", 1)
+    other, _ = c.cached_training(path, {"steps": 6, "shots": (1, 5)}, train, read, write)
+    assert (other, len(calls)) == ("model 2", 2) and store[path][0] == {"steps": 6, "shots": [1, 5]}
+    assert c.cached_training(None, {"steps": 6}, train, read, write)[0] == "model 3"   # no path: always trains
+
+
 def test_one_hot_domination_needs_both_measures():
     b = _study("sno_mnist2_baselines")
     one_hot = {"one_hot_seen": {"both_right": 0.55, "fd": 200.0}, "one_hot_seen_w6": {"both_right": 0.99, "fd": 330.0}}
