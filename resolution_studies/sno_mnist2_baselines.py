@@ -79,9 +79,10 @@ class OneHotScore(nn.Module):
 
 
 def train_one_hot(model: OneHotScore, sde, latents: dict[int, torch.Tensor], steps: int, batch: int,
-                  g: torch.Generator, log, drop: float = 0.0) -> tuple[OneHotScore, list[float]]:
+                  g: torch.Generator, log, drop: float = 0.0, time_sampling: str = "edm") -> tuple[OneHotScore, list[float]]:
     """The latent SNO's conditional DSM (:func:`train_latent_sno`), with (target, label) batches; a fraction
-    ``drop`` of the labels is replaced by ``NULL_LABEL`` (for classifier-free guidance)."""
+    ``drop`` of the labels is replaced by ``NULL_LABEL`` (for classifier-free guidance). ``time_sampling``: the
+    DSM time density (the SNO's own, so that the two share one recipe)."""
     classes = sorted(latents)
 
     def draw(gen: torch.Generator):
@@ -90,7 +91,7 @@ def train_one_hot(model: OneHotScore, sde, latents: dict[int, torch.Tensor], ste
         dropped = (torch.rand(batch, generator=gen) < drop).tolist()
         return x0, [NULL_LABEL if d else c for c, d in zip(cls, dropped)]
 
-    cfg = LatentSNOConfig(steps=steps, batch_size=batch, lr=2e-3, time_sampling="edm", weighting="precond")
+    cfg = LatentSNOConfig(steps=steps, batch_size=batch, lr=2e-3, time_sampling=time_sampling, weighting="precond")
     trained, losses = train_latent_sno(model, sde, latents, classes, cfg, g, log=log, log_every=1000, draw=draw)
     return trained.eval(), losses
 
@@ -144,7 +145,8 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | No
     drop = float(study.get("drop_prototype", 0.0))
     key = {"study": study, "spec": sno.spec, "steps": steps, "drop": drop}
     one_hot, losses, t_one_hot = cached_one_hot(
-        make, key, work_dir, lambda: train_one_hot(make(), sde, latents, steps, 64, g, log, drop=drop), log)
+        make, key, work_dir, lambda: train_one_hot(make(), sde, latents, steps, 64, g, log, drop=drop,
+                                           time_sampling=study.get("time_sampling", "edm")), log)
 
     seen = train.classes[:: max(1, len(train.classes) // 10)][:10]
     groups = {"seen": seen, "unseen": train.held_out}
@@ -186,7 +188,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | No
            for k, v in rows.items()}
     summary = {"checkpoint": str(checkpoint), "recommended_guidance": w_best,
                "recommended_augmentation": {k: getattr(augs[k], "strength", 0.0) for k in shots},
-               "one_hot_steps": steps, "one_hot_drop": drop,
+               "one_hot_steps": steps, "one_hot_drop": drop, "one_hot_time_sampling": study.get("time_sampling", "edm"),
                "one_hot_seconds": t_one_hot, "one_hot_final_loss": sum(losses[-100:]) / len(losses[-100:]),
                "n_generate": n_gen, "n_real": n_real, "sample_steps": sample_steps, "results": agg,
                "evaluation_s": time.perf_counter() - t0, "total_s": time.perf_counter() - t_all,
@@ -230,6 +232,7 @@ def _summary(s: dict) -> str:
              "own deformed copy of the supports). One-hot "
              f"model: same architecture, statistics and SDE, {s['one_hot_steps']} steps ({s['one_hot_seconds']:.0f} s), "
              f"its label dropped in {s.get('one_hot_drop', 0.0):g} of the examples (so `one_hot_seen_wW` is guided), "
+             f"DSM times drawn {s.get('one_hot_time_sampling', 'edm')} as the SNO's, "
              f"a learned latent function per seen class initialised at the class mean. {s['n_generate']} samples per "
              f"class, {s['n_real']} held-out real images as the reference, Heun PF-ODE {s['sample_steps']} steps. "
              f"FD: Fréchet distance of the classifier logits of both halves (20-D) to the reference; floor: "

@@ -81,9 +81,25 @@ def test_ndsm_study(tmp_path):
 
 
 def _agg(rows: dict) -> dict:
-    """Validation aggregates from ``{setting key: {K: (both right, memorisation ratio)}}``."""
-    return {key: {f"K{k}": {"both_right": br, "nearest_support_samples": ratio, "nearest_support_real": 1.0}
-                  for k, (br, ratio) in per_k.items()} for key, per_k in rows.items()}
+    """Validation aggregates from ``{setting key: {K: (both right, memorisation ratio[, FD])}}`` (FD 100 if not given)."""
+    return {key: {f"K{k}": {"both_right": v[0], "nearest_support_samples": v[1], "nearest_support_real": 1.0,
+                            "fd": v[2] if len(v) > 2 else 100.0}
+                  for k, v in per_k.items()} for key, per_k in rows.items()}
+
+
+def test_choice_rule_takes_the_lowest_fd_among_settings_near_the_best_adherence():
+    g = _study("sno_mnist2_guidance")
+    full = (0.0, 1.0)
+    settings = [(w, full, a) for w in (4.0, 5.0) for a in (0.0, 1.0)]
+    agg = _agg({"w4_t0-1": {1: (0.83, 1.03, 210), 5: (0.99, 1.01, 150)},
+                "w4_t0-1_aug1": {1: (0.72, 1.02, 160), 5: (0.97, 1.02, 100)},   # K = 1: 0.11 below the best
+                "w5_t0-1": {1: (0.84, 1.08, 300), 5: (1.00, 1.06, 220)},
+                "w5_t0-1_aug1": {1: (0.74, 1.03, 200), 5: (0.99, 1.00, 140)}})
+    # per weight, K = 1 keeps the most adherent strength (the other is beyond the 0.05 slack), K = 5 the lower FD;
+    # w = 5 is 0.005 more adherent on average but has the higher mean FD
+    assert g._choose(agg, settings) == {1: (4.0, full, 0.0), 5: (4.0, full, 1.0)}
+    agg["w4_t0-1"]["K1"]["both_right"] = 0.70    # now w = 4 is beyond the slack of w = 5's mean adherence
+    assert g._choose(agg, settings) == {1: (5.0, full, 0.0), 5: (5.0, full, 1.0)}
 
 
 def test_few_shot_choice_rule_takes_one_weight_and_the_augmentation_per_k():
@@ -246,7 +262,7 @@ def test_choice_rule_also_bounds_the_pull_towards_the_support():
 
     def a(br, ratio, control):
         return {"both_right": br, "nearest_support_samples": ratio, "nearest_support_real": 1.0,
-                "nearest_others_samples": control, "nearest_others_real": 1.0}
+                "nearest_others_samples": control, "nearest_others_real": 1.0, "fd": 100.0}
 
     # no augmentation: ratio 1.05 but support / control 1.05 / 1.4 = 0.75 (thick near copies); strength 1 clears both
     agg = {"w6_t0-1": {"K1": a(0.9, 1.05, 1.4), "K5": a(0.95, 1.1, 1.1)},
