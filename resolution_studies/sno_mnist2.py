@@ -17,7 +17,7 @@ Measured, per (seen / unseen, K):
 Baselines not yet run: a one-hot class-conditional model (seen classes) and an unconditional
 latent model (see the issue's closing note).
 
-Run: ``python resolution_studies/sno_mnist2.py [--quick] [--out DIR]``; writes
+Run: ``python resolution_studies/sno_mnist2.py [--config configs/sno_double_digits.toml] [--quick] [--out DIR]``; writes
 ``resolution_studies/results/sno_mnist2/{summary.md, results.json, samples_seen.png,
 samples_unseen.png, reconstructions.png, autoencoder.pt, few_shot.pt}`` (``few_shot.pt``: autoencoder,
 latent score operator and SDE in one file, for ``fsdiff sno-sample``).
@@ -284,6 +284,9 @@ def _summary(s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=None,
+                   help="TOML file with a [study] table of SNOMnist2Config fields (e.g. configs/sno_double_digits.toml); "
+                        "the flags below override it")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (not the reported numbers)")
     p.add_argument("--threads", type=int, default=1)
@@ -312,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = SNOMnist2Config()
+    if a.config is not None:
+        import tomllib
+
+        from fsdiff.config import dataclass_from_table
+
+        with open(a.config, "rb") as f:
+            cfg = dataclass_from_table(SNOMnist2Config, tomllib.load(f).get("study", {}), "study")
     for key, v in (("drop_prototype", a.drop_prototype), ("guidances", a.guidances),
                    ("residual_scales", a.residual_scales), ("statistics_shots", a.statistics_shots),
                    ("prototype_noise", a.prototype_noise), ("support_augmentation", a.support_augmentation),

@@ -277,3 +277,23 @@ def test_sno_mnist2_diagnosis_quick(tmp_path):
     assert set(s["residual_windows"]) == {"0-1", "0-0", "0-0.2", "0-0.5", "0.2-1", "0.5-1"}
     assert s["spectrum"]["nyquist_noise"] == 0.0          # the Q-Wiener noise never reaches the Nyquist column
     assert 0 <= s["latent"]["lowpass_3"] <= 1 and "## 3." in (tmp_path / "summary.md").read_text()
+
+
+def test_double_digit_config_is_the_shipped_models_recipe_and_checks_its_keys(tmp_path):
+    import dataclasses
+    import tomllib
+
+    from fsdiff._paths import PRETRAINED_DIR
+    from fsdiff.config import dataclass_from_table
+    from fsdiff.errors import ConfigError
+
+    s = _study("sno_mnist2")
+    table = tomllib.loads((REPO_ROOT / "configs" / "sno_double_digits.toml").read_text())["study"]
+    cfg = dataclass_from_table(s.SNOMnist2Config, table, "study")
+    shipped = torch.load(PRETRAINED_DIR / "sno_double_digits.pt", weights_only=True)["config"]["study"]
+    assert json.loads(json.dumps(dataclasses.asdict(cfg))) == json.loads(json.dumps(shipped))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[study]\nsno_step = 10\n')
+    with pytest.raises(ConfigError, match="study.sno_step"):
+        s.main(["--config", str(bad), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()   # refused before anything is written
