@@ -85,7 +85,9 @@ def sample_time(
         raise ValueError(f"eps must lie in (0, T={T}); got {eps}")
     u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device if generator is not None else "cpu")
     if time_sampling == "edm_uniform":  # u < 1/2 picks EDM, the rest uniform; 2u mod 1 is again uniform on [0, 1)
-        t = torch.where(u < 0.5, _edm_time(sde, (2 * u).clamp(max=1.0), eps, T), eps + (T - eps) * (2 * u - 1).clamp(min=0.0))
+        edm = u < 0.5
+        t = eps + (T - eps) * (2 * u - 1)
+        t[edm] = _edm_time(sde, 2 * u[edm], eps, T)
     elif time_sampling == "uniform":
         t = eps + (T - eps) * u
     elif time_sampling == "edm":

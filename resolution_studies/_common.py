@@ -179,16 +179,18 @@ def few_shot_metrics(classifier, c: int, x: torch.Tensor, real: torch.Tensor, fl
 def cached_training(path: Path | None, key: dict, train, read, write, log=print):
     """``(result, training seconds)`` of ``train()``, or of the file at ``path`` when it was trained with ``key``.
 
-    ``read(path) -> (stored key, result, seconds)`` reads a file back; ``write(path, key, result, seconds)`` saves
-    a new result (only when ``path`` is given). ``key`` is compared as JSON (tuples as lists)."""
+    ``read(path) -> (stored key, load)`` reads a file's key, and ``load() -> (result, seconds)`` builds its result
+    (called only when the keys match, so a file of another architecture is never loaded into this one);
+    ``write(path, key, result, seconds)`` saves a new result (only when ``path`` is given). ``key`` is compared
+    as JSON (tuples as lists)."""
     import json
 
     key = json.loads(json.dumps(key))
     if path is not None and Path(path).exists():
-        stored, result, seconds = read(Path(path))
+        stored, load = read(Path(path))
         if stored == key:
             log(f"reusing {path}")
-            return result, seconds
+            return load()
     t0 = time.perf_counter()
     result = train()
     seconds = time.perf_counter() - t0

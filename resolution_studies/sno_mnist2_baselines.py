@@ -103,9 +103,13 @@ def cached_one_hot(make, key: dict, work_dir: Path | None, train, log=print) -> 
 
     def read(path):
         ck = load_checkpoint(path)
-        model = make()
-        model.load_state_dict(ck["model"]["state_dict"])
-        return ck["config"].get("key"), (model.eval(), list(ck["config"]["losses"])), float(ck["config"]["seconds"])
+
+        def load():
+            model = make()
+            model.load_state_dict(ck["model"]["state_dict"])
+            return (model.eval(), list(ck["config"]["losses"])), float(ck["config"]["seconds"])
+
+        return ck["config"].get("key"), load
 
     def write(path, key, result, seconds):
         model, losses = result
@@ -143,10 +147,11 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | No
         return OneHotScore(base, means)
 
     drop = float(study.get("drop_prototype", 0.0))
+    time_sampling = study.get("time_sampling", "edm")   # checkpoints from before the field were trained with EDM times
     key = {"study": study, "spec": sno.spec, "steps": steps, "drop": drop}
     one_hot, losses, t_one_hot = cached_one_hot(
         make, key, work_dir, lambda: train_one_hot(make(), sde, latents, steps, 64, g, log, drop=drop,
-                                           time_sampling=study.get("time_sampling", "edm")), log)
+                                           time_sampling=time_sampling), log)
 
     seen = train.classes[:: max(1, len(train.classes) // 10)][:10]
     groups = {"seen": seen, "unseen": train.held_out}
@@ -188,7 +193,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | No
            for k, v in rows.items()}
     summary = {"checkpoint": str(checkpoint), "recommended_guidance": w_best,
                "recommended_augmentation": {k: getattr(augs[k], "strength", 0.0) for k in shots},
-               "one_hot_steps": steps, "one_hot_drop": drop, "one_hot_time_sampling": study.get("time_sampling", "edm"),
+               "one_hot_steps": steps, "one_hot_drop": drop, "one_hot_time_sampling": time_sampling,
                "one_hot_seconds": t_one_hot, "one_hot_final_loss": sum(losses[-100:]) / len(losses[-100:]),
                "n_generate": n_gen, "n_real": n_real, "sample_steps": sample_steps, "results": agg,
                "evaluation_s": time.perf_counter() - t0, "total_s": time.perf_counter() - t_all,

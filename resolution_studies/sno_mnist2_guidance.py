@@ -177,8 +177,8 @@ def validation_model(cfg: SNOMnist2Config, ae, train70: DoubleDigits, work_dir: 
         return train_few_shot_sno(cfg, ae, train70, torch.Generator().manual_seed(cfg.seed), log)
 
     def read(path):
-        _, sno, sde, config = load_few_shot(path, with_config=True)
-        return config.get("validation"), (sno, sde, config["losses"]), config["training_s"]
+        _, sno, sde, config = load_few_shot(path, with_config=True)   # self-describing: builds from its own spec
+        return config.get("validation"), lambda: ((sno, sde, config["losses"]), config["training_s"])
 
     def write(path, key, result, seconds):
         sno, sde, losses = result

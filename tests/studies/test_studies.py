@@ -190,6 +190,11 @@ def test_one_hot_baseline_is_cached_by_its_settings(tmp_path):
     assert len(calls) == 2 and not torch.equal(other.embedding, first.embedding)
     b.cached_one_hot(make, {"steps": 5}, None, lambda: train()[:2])   # no work dir: always trains
     assert len(calls) == 3
+    # a file of another architecture (other classes) under another key is retrained, never loaded into this one
+    wider = {3: torch.ones(2, 7, 14), 4: torch.zeros(2, 7, 14)}
+    model, _, _ = b.cached_one_hot(lambda: b.OneHotScore(torch.nn.Identity(), wider), {"steps": 7}, tmp_path,
+                                   lambda: (b.OneHotScore(torch.nn.Identity(), wider), [0.1]))
+    assert model.embedding.shape[0] == 2
 
 
 def test_cached_training_reads_back_only_a_file_trained_with_the_same_key(tmp_path):
@@ -201,7 +206,8 @@ def test_cached_training_reads_back_only_a_file_trained_with_the_same_key(tmp_pa
         return f"model {len(calls)}"
 
     def read(path):
-        return store[path]
+        key, result, seconds = store[path]
+        return key, lambda: (result, seconds)
 
     def write(path, key, result, seconds):
         store[path] = (key, result, seconds)
