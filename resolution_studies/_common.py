@@ -211,10 +211,11 @@ def write_summary(out: Path, text: str) -> None:
 
 
 def checkpoint_study_main(doc: str, run, default_out: Path, argv: list[str] | None = None,
-                          work_dir: str | None = None) -> int:
+                          work_dir: str | None = None, options: dict[str, dict] | None = None) -> int:
     """The command line of a study that evaluates a few-shot checkpoint: ``--checkpoint``, ``--out``, ``--quick``,
     ``--threads``; calls ``run(checkpoint, out, quick, log)``. With ``work_dir`` (a study name) also
-    ``--work-dir`` (default ``$TMPDIR/fsdiff-studies/<work_dir>``, not committed), passed as ``run(..., work_dir=)``."""
+    ``--work-dir`` (default ``$TMPDIR/fsdiff-studies/<work_dir>``, not committed), passed as ``run(..., work_dir=)``.
+    ``options``: further flags, ``{"--name": add_argument keywords}``, each passed as ``run(..., name=value)``."""
     import argparse
 
     from fsdiff._paths import PRETRAINED_DIR
@@ -227,8 +228,11 @@ def checkpoint_study_main(doc: str, run, default_out: Path, argv: list[str] | No
     if work_dir is not None:
         p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "fsdiff-studies" / work_dir,
                        help="where intermediate models go (reused when their settings match); not committed")
+    for flag, spec in (options or {}).items():
+        p.add_argument(flag, **spec)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     kw = {} if work_dir is None else {"work_dir": None if a.quick else a.work_dir}
+    kw |= {flag.lstrip("-").replace("-", "_"): getattr(a, flag.lstrip("-").replace("-", "_")) for flag in options or {}}
     run(a.checkpoint, a.out, a.quick, log=lambda s: print(s, flush=True), **kw)
     return 0

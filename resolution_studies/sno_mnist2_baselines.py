@@ -53,6 +53,9 @@ OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_baselines"
 NULL_LABEL = -1   # the one-hot model's null conditioning
 ONE_HOT_GUIDANCES = (1.0, 2.0, 3.0, 4.0)   # the guided one-hot baseline's sweep (with the SNO's w): its adherence-FD curve
 SNO_SEEN_GUIDANCES = (2.0, 3.0, 4.0)      # the SNO's own sweep on seen classes (with w = 1 and its recommended w)
+ONE_HOT_OPTION = {"--one-hot": {"type": Path, "default": None,
+                                "help": "compare with this one-hot.pt of another run (same architecture) instead of "
+                                        "training one with the checkpoint's steps"}}
 
 
 class OneHotScore(nn.Module):
@@ -122,23 +125,35 @@ def cached_one_hot(make, key: dict, work_dir: Path | None, train, log=print) -> 
     return model, losses, seconds
 
 
-def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | None = None) -> dict:
-    t_all = time.perf_counter()
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    ae, sno, sde, config = load_few_shot(checkpoint, with_config=True)
-    w_best = recommended_guidance(config)
-    augs = {k: recommended_augmentation(config, k) for k in (1, 5, 50)}
-    study = config.get("study", {})
-    steps = 200 if quick else int(study.get("sno_steps", 8000))
-    n_gen, n_real, sample_steps = (8, 16, 8) if quick else (32, 64, 24)
-    shots = (1, 5) if quick else (1, 5, 50)
-    train = DoubleDigits("train", classes="train")
-    test = DoubleDigits("test", classes="all")
-    clf, _ = load_or_train_classifier("mnist", cache_dir=CLASSIFIER_DIR)
+def read_one_hot(path: Path, make, spec: dict) -> tuple[OneHotScore, list[float], float, int]:
+    """``(model, losses, seconds, steps)`` of a one-hot file written by :func:`cached_one_hot`; refused (ValueError)
+    unless it was trained on a score operator of architecture ``spec``."""
+    import json
 
-    labels = torch.tensor(train.classes).repeat_interleave(int(study.get("bank_per_class", 150)))
-    latents = encode_by_class(ae, train.render(labels, DOUBLE_GRID, g), labels)
+    from fsdiff.io import load_checkpoint
+
+    ck = load_checkpoint(path)
+    stored = ck.get("model", {}).get("spec", {})
+    if stored.get("type") != "one_hot_baseline" or json.loads(json.dumps(stored.get("score"))) != json.loads(json.dumps(spec)):
+        raise ValueError(f"{path} is not a one-hot baseline of this checkpoint's architecture (its spec: {stored!r})")
+    model = make()
+    model.load_state_dict(ck["model"]["state_dict"])
+    return model.eval(), list(ck["config"]["losses"]), float(ck["config"]["seconds"]), int(ck["step"])
+
+
+def one_hot_baseline(ae, sno, sde, study: dict, quick: bool, work_dir: Path | None, g: torch.Generator,
+                     log=print, one_hot: Path | None = None) -> dict:
+    """The one-hot baseline of a few-shot checkpoint (its ``ae``, ``sno``, ``sde`` and ``study`` settings), trained
+    or read back from ``work_dir``; or, with ``one_hot``, the one-hot file of another run of this study (e.g. one
+    trained for fewer steps than the checkpoint), which must have the checkpoint's architecture. Returns ``{"model", "losses", "seconds", "steps", "drop", "time_sampling",
+    "latents" ({class: (n_c, C, 7, 14)}, the training bank), "images" (N, 1, 28, 56) and "labels" (N,) (the bank's
+    images), "train" (the training DoubleDigits)}``."""
+    steps = 200 if quick else int(study.get("sno_steps", 8000))
+    train = DoubleDigits("train", classes="train")
+    per_class = 8 if quick else int(study.get("bank_per_class", 150))   # quick: enough for K = 5 and a target
+    labels = torch.tensor(train.classes).repeat_interleave(per_class)
+    images = train.render(labels, DOUBLE_GRID, g)
+    latents = encode_by_class(ae, images, labels)
     means = {c: z.mean(0) for c, z in latents.items()}
 
     def make() -> OneHotScore:
@@ -149,9 +164,34 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | No
     drop = float(study.get("drop_prototype", 0.0))
     time_sampling = study.get("time_sampling", "edm")   # checkpoints from before the field were trained with EDM times
     key = {"study": study, "spec": sno.spec, "steps": steps, "drop": drop}
-    one_hot, losses, t_one_hot = cached_one_hot(
-        make, key, work_dir, lambda: train_one_hot(make(), sde, latents, steps, 64, g, log, drop=drop,
-                                           time_sampling=time_sampling), log)
+    if one_hot is not None:
+        model, losses, seconds, steps = read_one_hot(one_hot, make, sno.spec)
+        log(f"one-hot baseline read from {one_hot} ({steps} steps)")
+    else:
+        model, losses, seconds = cached_one_hot(
+            make, key, work_dir, lambda: train_one_hot(make(), sde, latents, steps, 64, g, log, drop=drop,
+                                               time_sampling=time_sampling), log)
+    return {"model": model, "losses": losses, "seconds": seconds, "steps": steps, "drop": drop,
+            "time_sampling": time_sampling, "latents": latents, "images": images, "labels": labels, "train": train}
+
+
+def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | None = None,
+        one_hot: Path | None = None) -> dict:
+    t_all = time.perf_counter()
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    ae, sno, sde, config = load_few_shot(checkpoint, with_config=True)
+    w_best = recommended_guidance(config)
+    augs = {k: recommended_augmentation(config, k) for k in (1, 5, 50)}
+    study = config.get("study", {})
+    n_gen, n_real, sample_steps = (8, 16, 8) if quick else (32, 64, 24)
+    shots = (1, 5) if quick else (1, 5, 50)
+    test = DoubleDigits("test", classes="all")
+    clf, _ = load_or_train_classifier("mnist", cache_dir=CLASSIFIER_DIR)
+    one_hot_file = None if one_hot is None else str(one_hot)
+    base = one_hot_baseline(ae, sno, sde, study, quick, work_dir, g, log, one_hot)
+    train, one_hot, losses, t_one_hot = base["train"], base["model"], base["losses"], base["seconds"]
+    steps, drop, time_sampling = base["steps"], base["drop"], base["time_sampling"]
 
     seen = train.classes[:: max(1, len(train.classes) // 10)][:10]
     groups = {"seen": seen, "unseen": train.held_out}
@@ -193,7 +233,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | No
            for k, v in rows.items()}
     summary = {"checkpoint": str(checkpoint), "recommended_guidance": w_best,
                "recommended_augmentation": {k: getattr(augs[k], "strength", 0.0) for k in shots},
-               "one_hot_steps": steps, "one_hot_drop": drop, "one_hot_time_sampling": time_sampling,
+               "one_hot_steps": steps, "one_hot_file": one_hot_file, "one_hot_drop": drop, "one_hot_time_sampling": time_sampling,
                "one_hot_seconds": t_one_hot, "one_hot_final_loss": sum(losses[-100:]) / len(losses[-100:]),
                "n_generate": n_gen, "n_real": n_real, "sample_steps": sample_steps, "results": agg,
                "evaluation_s": time.perf_counter() - t0, "total_s": time.perf_counter() - t_all,
@@ -235,7 +275,8 @@ def _summary(s: dict) -> str:
              f"Checkpoint `{Path(s['checkpoint']).name}` (recommended guidance {s['recommended_guidance']:g}, support "
              f"augmentation strength by K {s.get('recommended_augmentation', {})}; `_augA`: each sample conditioned on its "
              "own deformed copy of the supports). One-hot "
-             f"model: same architecture, statistics and SDE, {s['one_hot_steps']} steps ({s['one_hot_seconds']:.0f} s), "
+             f"model: same architecture, statistics and SDE, {s['one_hot_steps']} steps ({s['one_hot_seconds']:.0f} s"
+             + (f"; read from `{s['one_hot_file']}`" if s.get("one_hot_file") else "") + "), "
              f"its label dropped in {s.get('one_hot_drop', 0.0):g} of the examples (so `one_hot_seen_wW` is guided), "
              f"DSM times drawn {s.get('one_hot_time_sampling', 'edm')} as the SNO's, "
              f"a learned latent function per seen class initialised at the class mean. {s['n_generate']} samples per "
@@ -306,7 +347,7 @@ def _against_one_hot(results: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return checkpoint_study_main(__doc__, run, OUT, argv, work_dir="sno_mnist2_baselines")
+    return checkpoint_study_main(__doc__, run, OUT, argv, work_dir="sno_mnist2_baselines", options=ONE_HOT_OPTION)
 
 
 if __name__ == "__main__":

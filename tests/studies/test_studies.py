@@ -303,3 +303,36 @@ def test_double_digit_config_is_the_shipped_models_recipe_and_checks_its_keys(tm
     with pytest.raises(ConfigError, match="study.sno_step"):
         s.main(["--config", str(bad), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()   # refused before anything is written
+
+
+def test_sno_mnist2_loss_bands_quick(tmp_path):
+    args = ["--quick", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")]
+    assert _study("sno_mnist2_loss_bands").main(args) == 0
+    s = json.loads((tmp_path / "out" / "results.json").read_text())
+    held = s["results"]["held-out"]
+    assert {"one-hot, label", "one-hot, null label", "SNO, K = 1", "SNO, K = 5 deformed", "SNO, class mean",
+            "SNO, null prototype"} <= set(held)
+    assert held["one-hot, label"]["minus_reference"]["all"]["mean"] == 0.0
+    assert sum(held["SNO, K = 1"][b]["n"] for b in ("0-0.2", "0.2-0.5", "0.5-1")) == s["n"]   # the bands split the times
+    # the label is information at high noise: dropping it costs the one-hot model there
+    assert held["one-hot, null label"]["minus_reference"]["0.5-1"]["mean"] > 0
+    assert (tmp_path / "out" / "loss_by_time.png").is_file()
+
+
+def test_one_hot_file_of_another_run_is_read_only_for_the_same_architecture(tmp_path):
+    import torch
+
+    b = _study("sno_mnist2_baselines")
+    means = {3: torch.ones(2, 7, 14)}
+
+    def make():
+        return b.OneHotScore(torch.nn.Identity(), means)
+
+    trained = make()
+    with torch.no_grad():
+        trained.embedding.add_(2.0)
+    b.cached_one_hot(make, {"steps": 5, "spec": {"width": 8}}, tmp_path, lambda: (trained, [0.5, 0.4]))
+    model, losses, _, steps = b.read_one_hot(tmp_path / "one_hot.pt", make, {"width": 8})
+    assert torch.equal(model.embedding, trained.embedding) and losses == [0.5, 0.4] and steps == 2
+    with pytest.raises(ValueError, match="not a one-hot baseline of this checkpoint's architecture"):
+        b.read_one_hot(tmp_path / "one_hot.pt", make, {"width": 16})
