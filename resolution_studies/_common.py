@@ -228,11 +228,10 @@ def checkpoint_study_main(doc: str, run, default_out: Path, argv: list[str] | No
     if work_dir is not None:
         p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "fsdiff-studies" / work_dir,
                        help="where intermediate models go (reused when their settings match); not committed")
-    for flag, spec in (options or {}).items():
-        p.add_argument(flag, **spec)
+    dests = [p.add_argument(flag, **spec).dest for flag, spec in (options or {}).items()]
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     kw = {} if work_dir is None else {"work_dir": None if a.quick else a.work_dir}
-    kw |= {flag.lstrip("-").replace("-", "_"): getattr(a, flag.lstrip("-").replace("-", "_")) for flag in options or {}}
+    kw |= {d: getattr(a, d) for d in dests}
     run(a.checkpoint, a.out, a.quick, log=lambda s: print(s, flush=True), **kw)
     return 0

@@ -171,16 +171,23 @@ def one_hot_baseline(ae, sno, sde, study: dict, quick: bool, work_dir: Path | No
         model, losses, seconds = cached_one_hot(
             make, key, work_dir, lambda: train_one_hot(make(), sde, latents, steps, 64, g, log, drop=drop,
                                                time_sampling=time_sampling), log)
-    return {"model": model, "losses": losses, "seconds": seconds, "steps": steps, "drop": drop,
-            "time_sampling": time_sampling, "latents": latents, "images": images, "labels": labels, "train": train}
+    return {"model": model, "losses": losses, "final_loss": sum(losses[-100:]) / len(losses[-100:]), "seconds": seconds,
+            "steps": steps, "drop": drop, "time_sampling": time_sampling, "latents": latents, "images": images,
+            "labels": labels, "train": train}
+
+
+def open_checkpoint(checkpoint: Path) -> tuple[torch.Generator, object, object, object, dict]:
+    """A checkpoint study's start: seeded (parameter initialisation and the study's generator ``g``), and the
+    few-shot file read; returns ``(g, ae, sno, sde, config)``."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    return (g, *load_few_shot(checkpoint, with_config=True))
 
 
 def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | None = None,
         one_hot: Path | None = None) -> dict:
     t_all = time.perf_counter()
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    ae, sno, sde, config = load_few_shot(checkpoint, with_config=True)
+    g, ae, sno, sde, config = open_checkpoint(checkpoint)
     w_best = recommended_guidance(config)
     augs = {k: recommended_augmentation(config, k) for k in (1, 5, 50)}
     study = config.get("study", {})
@@ -234,7 +241,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | No
     summary = {"checkpoint": str(checkpoint), "recommended_guidance": w_best,
                "recommended_augmentation": {k: getattr(augs[k], "strength", 0.0) for k in shots},
                "one_hot_steps": steps, "one_hot_file": one_hot_file, "one_hot_drop": drop, "one_hot_time_sampling": time_sampling,
-               "one_hot_seconds": t_one_hot, "one_hot_final_loss": sum(losses[-100:]) / len(losses[-100:]),
+               "one_hot_seconds": t_one_hot, "one_hot_final_loss": base["final_loss"],
                "n_generate": n_gen, "n_real": n_real, "sample_steps": sample_steps, "results": agg,
                "evaluation_s": time.perf_counter() - t0, "total_s": time.perf_counter() - t_all,
                "torch_threads": torch.get_num_threads()}

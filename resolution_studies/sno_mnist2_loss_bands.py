@@ -41,11 +41,11 @@ from fsdiff.io import write_json
 from fsdiff.losses import dsm_loss
 from fsdiff.plotting import save_figure
 from fsdiff.sno.augment import SupportAugmentation
-from fsdiff.sno.latent import LATENT_GRID, augmented_latents, load_few_shot, prototype
+from fsdiff.sno.latent import LATENT_GRID, augmented_latents, prototype
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import checkpoint_study_main, md_table, write_summary  # noqa: E402
-from sno_mnist2_baselines import NULL_LABEL, ONE_HOT_OPTION, one_hot_baseline  # noqa: E402
+from sno_mnist2_baselines import NULL_LABEL, ONE_HOT_OPTION, one_hot_baseline, open_checkpoint  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sno_mnist2_loss_bands"
 BANDS = ((0.0, 0.2), (0.2, 0.5), (0.5, 1.0))
@@ -78,9 +78,7 @@ def _band_stats(loss: torch.Tensor, t: torch.Tensor) -> dict:
 def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | None = None,
         one_hot: Path | None = None) -> dict:
     t_all = time.perf_counter()
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    ae, sno, sde, config = load_few_shot(checkpoint, with_config=True)
+    g, ae, sno, sde, config = open_checkpoint(checkpoint)
     study = config.get("study", {})
     base = one_hot_baseline(ae, sno, sde, study, quick, work_dir, g, log, one_hot)
     bank, one_hot, train = base["latents"], base["model"], base["train"]
@@ -124,7 +122,7 @@ def run(checkpoint: Path, out: Path, quick: bool, log=print, work_dir: Path | No
         results[tname]["_curves"] = {name: _binned(v, t) for name, v in losses.items()}
         log(f"{tname}: " + ", ".join(f"{k} {v['all']['mean']:.3f}" for k, v in results[tname].items() if k[0] != "_"))
     summary = {"checkpoint": str(checkpoint), "one_hot_steps": base["steps"], "one_hot_seconds": base["seconds"],
-               "one_hot_final_loss": sum(base["losses"][-100:]) / len(base["losses"][-100:]), "n": n,
+               "one_hot_final_loss": base["final_loss"], "n": n,
                "support_augmentation": strength, "results": results, "total_s": time.perf_counter() - t_all,
                "torch_threads": torch.get_num_threads()}
     out.mkdir(parents=True, exist_ok=True)
