@@ -117,9 +117,24 @@ def train_few_shot_sno(cfg: SNOMnist2Config, ae: LatentAutoencoder, train: Doubl
     return sno, sde, losses
 
 
+def read_autoencoder(path: Path, ae: LatentAutoencoder) -> LatentAutoencoder:
+    """Load into ``ae`` (in eval mode) the autoencoder of ``path``: this study's ``autoencoder.pt`` or a few-shot
+    checkpoint (``few_shot.pt``, ``pretrained/sno_double_digits.pt``), whose autoencoder it carries."""
+    from fsdiff.errors import CheckpointError
+    from fsdiff.io import load_checkpoint, load_state
+    from fsdiff.sno.latent import FEW_SHOT_KIND
+
+    ck = load_checkpoint(path)
+    entry = ck.get("autoencoder") if ck.get("kind") == FEW_SHOT_KIND else ck.get("model")
+    if not isinstance(entry, dict) or "state_dict" not in entry or "spec" not in entry:
+        raise CheckpointError(f"{path} holds no autoencoder (expected this study's autoencoder.pt or a few-shot "
+                              f"checkpoint of kind {FEW_SHOT_KIND!r})")
+    load_state(ae, entry["state_dict"], path, entry["spec"], ae.spec)
+    return ae.eval()
+
+
 def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = None,
         few_shot: Path | None = None) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # parameter initialisation only
@@ -137,14 +152,11 @@ def run(cfg: SNOMnist2Config, out: Path, log=print, autoencoder: Path | None = N
         ae, sno, sde = load_few_shot(few_shot)
         losses = [float("nan")]
     elif autoencoder is not None:  # reuse a trained one (its own file records its steps and time)
-        from fsdiff.io import load_checkpoint, load_state
-
-        ck = load_checkpoint(autoencoder)
-        load_state(ae, ck["model"]["state_dict"], autoencoder, ck["model"]["spec"], ae.spec)
-        ae.eval()
+        read_autoencoder(autoencoder, ae)
     else:
         train_autoencoder(ae, lambda n, gg: train.sample(DOUBLE_GRID, n, gg), cfg.ae_steps, g, log=log)
     timings["autoencoder_s"] = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused --autoencoder or --few-shot file writes nothing
     if few_shot is None:
         save_checkpoint(out / "autoencoder.pt", {"config": {"study": dataclasses.asdict(cfg)},
                                                  "model": {"spec": ae.spec, "state_dict": ae.state_dict()},
@@ -290,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (not the reported numbers)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--autoencoder", type=Path, default=None, help="reuse this trained autoencoder.pt")
+    p.add_argument("--autoencoder", type=Path, default=None,
+                   help="reuse this trained autoencoder.pt, or the autoencoder of a few-shot checkpoint")
     p.add_argument("--few-shot", type=Path, default=None, help="evaluate this trained few_shot.pt again (no training)")
     p.add_argument("--drop-prototype", type=float, default=None, help="train with the null prototype this often")
     p.add_argument("--guidances", type=float, nargs="+", default=None, help="guidance weights to evaluate")

@@ -305,6 +305,33 @@ def test_double_digit_config_is_the_shipped_models_recipe_and_checks_its_keys(tm
     assert not (tmp_path / "out").exists()   # refused before anything is written
 
 
+def test_sno_mnist2_reuses_the_autoencoder_of_a_few_shot_checkpoint_and_refuses_other_files(tmp_path):
+    import torch
+
+    from fsdiff._paths import PRETRAINED_DIR
+    from fsdiff.errors import CheckpointError
+    from fsdiff.io import save_checkpoint
+    from fsdiff.sno.latent import LatentAutoencoder, load_few_shot
+
+    s = _study("sno_mnist2")
+    shipped = PRETRAINED_DIR / "sno_double_digits.pt"
+    expected = load_few_shot(shipped)[0].state_dict()
+    from_few_shot = s.read_autoencoder(shipped, LatentAutoencoder(4, 16))
+    assert not from_few_shot.training
+    assert all(torch.equal(v, expected[k]) for k, v in from_few_shot.state_dict().items())
+    # the study's own autoencoder.pt format gives the same weights
+    own = tmp_path / "autoencoder.pt"
+    save_checkpoint(own, {"config": {}, "model": {"spec": from_few_shot.spec, "state_dict": from_few_shot.state_dict()},
+                          "step": 0})
+    again = s.read_autoencoder(own, LatentAutoencoder(4, 16)).state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in again.items())
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {"kind": "something_else", "config": {}, "model": {"weights": {}}, "step": 0})
+    with pytest.raises(CheckpointError, match="must hold 'spec' and 'state_dict'"):
+        s.main(["--quick", "--autoencoder", str(other), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()   # refused before anything is written
+
+
 def test_sno_mnist2_loss_bands_quick(tmp_path):
     args = ["--quick", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")]
     assert _study("sno_mnist2_loss_bands").main(args) == 0
